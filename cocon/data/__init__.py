@@ -1,0 +1,1 @@
+"""Reading, writing and generating the videos and view shards CoCon trains on."""

@@ -1,0 +1,245 @@
+"""Dataset adapters: the official layouts and split files, turned into one list of videos.
+
+Listing reads split/annotation files (or walks class folders) but never opens a video,
+so the workflow can plan every shard of a 13,320-video dataset in milliseconds. Whether
+a listed video exists and decodes is decided later, by the manifest stage.
+"""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg")
+SPLIT_ROLES = ("train", "val", "test", "unused")
+
+
+class DatasetError(ValueError):
+    """A dataset folder or split file is missing or malformed; the message names it."""
+
+
+@dataclass(frozen=True)
+class VideoEntry:
+    """One listed video. ``relpath`` is relative to the dataset root and may not exist."""
+
+    video_id: str
+    label: str
+    label_index: int
+    relpath: str
+    # one role per official split: splits[0] is split 1, ...
+    splits: tuple[str, ...] = field(default_factory=tuple)
+
+
+def _read_lines(path: Path) -> list[str]:
+    if not path.is_file():
+        raise DatasetError(f"{path}: split file not found")
+    # the official UCF101 lists use CRLF endings
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def _check_unique(entries: list[VideoEntry]) -> list[VideoEntry]:
+    seen: dict[str, str] = {}
+    for entry in entries:
+        if entry.video_id in seen:
+            raise DatasetError(
+                f"two videos share the id {entry.video_id!r}: {seen[entry.video_id]} and {entry.relpath}"
+            )
+        seen[entry.video_id] = entry.relpath
+    return sorted(entries, key=lambda entry: entry.video_id)
+
+
+def list_ucf101(splits_dir: Path) -> list[VideoEntry]:
+    """UCF101 from ``classInd.txt``, ``trainlist0{1,2,3}.txt`` and ``testlist0{1,2,3}.txt``.
+
+    Paths are taken as published, so the ``HandstandPushups/v_HandStandPushups_*`` quirk
+    (folder and file spelled differently) resolves to the files as they are on disk.
+    """
+    class_index = {}
+    for line in _read_lines(splits_dir / "classInd.txt"):
+        number, name = line.split()
+        class_index[name] = int(number) - 1
+    roles: dict[str, list[str]] = {}
+    for split in (1, 2, 3):
+        for role, filename in (("train", f"trainlist0{split}.txt"), ("test", f"testlist0{split}.txt")):
+            for line in _read_lines(splits_dir / filename):
+                relpath = line.split()[0]
+                roles.setdefault(relpath, ["unused"] * 3)[split - 1] = role
+    entries = []
+    for relpath, video_roles in roles.items():
+        label = relpath.split("/")[0]
+        if label not in class_index:
+            raise DatasetError(f"{splits_dir}: {relpath} is in a class missing from classInd.txt")
+        entries.append(VideoEntry(Path(relpath).stem, label, class_index[label], relpath, tuple(video_roles)))
+    return _check_unique(entries)
+
+
+HMDB_ROLES = {"0": "unused", "1": "train", "2": "test"}
+
+
+def list_hmdb51(splits_dir: Path) -> list[VideoEntry]:
+    """HMDB51 from the 153 files ``<class>_test_split{1,2,3}.txt`` (lines ``name.avi 0|1|2``)."""
+    files = sorted(splits_dir.glob("*_test_split[123].txt"))
+    if not files:
+        raise DatasetError(f"{splits_dir}: no HMDB51 split files (*_test_split1.txt ...) found")
+    labels = sorted({path.name.rsplit("_test_split", 1)[0] for path in files})
+    label_index = {label: index for index, label in enumerate(labels)}
+    roles: dict[tuple[str, str], list[str]] = {}
+    for path in files:
+        label, split = path.stem.rsplit("_test_split", 1)
+        for line in _read_lines(path):
+            name, code = line.split()
+            if code not in HMDB_ROLES:
+                raise DatasetError(f"{path}: line {line!r} has role {code!r}, expected 0, 1 or 2")
+            roles.setdefault((label, name), ["unused"] * 3)[int(split) - 1] = HMDB_ROLES[code]
+    entries = [
+        VideoEntry(Path(name).stem, label, label_index[label], f"{label}/{name}", tuple(video_roles))
+        for (label, name), video_roles in roles.items()
+    ]
+    return _check_unique(entries)
+
+
+KINETICS_ROLES = {"train": "train", "validate": "val", "val": "val", "test": "test"}
+
+
+def list_kinetics(annotations: list[Path]) -> list[VideoEntry]:
+    """Kinetics-400 from annotation CSVs ``label,youtube_id,time_start,time_end,split``.
+
+    Files are ``<label>/<youtube_id>_<start:06d>_<end:06d>.mp4``; labels are numbered in
+    sorted order over every annotation file given.
+    """
+    rows = []
+    for path in annotations:
+        if not path.is_file():
+            raise DatasetError(f"{path}: Kinetics annotation CSV not found")
+        with open(path, newline="") as handle:
+            reader = csv.DictReader(handle)
+            missing = {"label", "youtube_id", "time_start", "time_end", "split"} - set(reader.fieldnames or [])
+            if missing:
+                raise DatasetError(f"{path}: columns {sorted(missing)} missing from the header")
+            for row in reader:
+                if row["split"] not in KINETICS_ROLES:
+                    raise DatasetError(f"{path}: split {row['split']!r} is not train, validate or test")
+                rows.append(row)
+    labels = sorted({row["label"] for row in rows})
+    label_index = {label: index for index, label in enumerate(labels)}
+    entries = []
+    for row in rows:
+        stem = f"{row['youtube_id']}_{int(float(row['time_start'])):06d}_{int(float(row['time_end'])):06d}"
+        entries.append(
+            VideoEntry(stem, row["label"], label_index[row["label"]], f"{row['label']}/{stem}.mp4",
+                       (KINETICS_ROLES[row["split"]],))
+        )
+    return _check_unique(entries)
+
+
+def stratified_roles(names_by_label: dict[str, list[str]], test_fraction: float) -> dict[str, str]:
+    """A deterministic split for datasets without split files: in each class (sorted by
+    name), every k-th video goes to test, k = round(1 / test_fraction)."""
+    roles = {}
+    every = max(2, round(1 / test_fraction)) if test_fraction > 0 else 0
+    for names in names_by_label.values():
+        for position, name in enumerate(sorted(names)):
+            roles[name] = "test" if every and position % every == every - 1 else "train"
+    return roles
+
+
+def _entries_from_class_folders(relpaths_by_label: dict[str, list[str]], test_fraction: float) -> list[VideoEntry]:
+    labels = sorted(relpaths_by_label)
+    roles = stratified_roles(relpaths_by_label, test_fraction)
+    entries = [
+        VideoEntry(Path(relpath).stem, label, index, relpath, (roles[relpath],))
+        for index, label in enumerate(labels)
+        for relpath in relpaths_by_label[label]
+    ]
+    return _check_unique(entries)
+
+
+def list_folder(root: Path, test_fraction: float) -> list[VideoEntry]:
+    """Any folder of class folders: ``<root>/<class>/<video>``; video ids are file stems."""
+    if not root.is_dir():
+        raise DatasetError(f"{root}: dataset root folder not found")
+    relpaths_by_label = {}
+    for class_dir in sorted(path for path in root.iterdir() if path.is_dir()):
+        videos = sorted(
+            f"{class_dir.name}/{path.name}" for path in class_dir.iterdir() if path.suffix.lower() in VIDEO_EXTENSIONS
+        )
+        if videos:
+            relpaths_by_label[class_dir.name] = videos
+    if not relpaths_by_label:
+        raise DatasetError(f"{root}: no class folders with videos ({', '.join(VIDEO_EXTENSIONS)}) found")
+    return _entries_from_class_folders(relpaths_by_label, test_fraction)
+
+
+def list_demo(demo_config: dict, test_fraction: float) -> list[VideoEntry]:
+    """The embedded demo dataset, listed from its config before it is generated."""
+    from cocon.data.demo import demo_video_names
+
+    relpaths_by_label: dict[str, list[str]] = {}
+    for label, stem in demo_video_names(demo_config["num_classes"], demo_config["videos_per_class"]):
+        relpaths_by_label.setdefault(label, []).append(f"{label}/{stem}.avi")
+    return _entries_from_class_folders(relpaths_by_label, test_fraction)
+
+
+def list_videos(dataset: dict) -> list[VideoEntry]:
+    """Every video a validated dataset config names, sorted by id, restricted to
+    ``classes`` when that key is set."""
+    layout = dataset["layout"]
+    if layout == "ucf101":
+        entries = list_ucf101(Path(dataset["splits"]))
+    elif layout == "hmdb51":
+        entries = list_hmdb51(Path(dataset["splits"]))
+    elif layout == "kinetics400":
+        entries = list_kinetics([Path(path) for path in dataset["annotations"]])
+    elif layout == "folder":
+        entries = list_folder(Path(dataset["root"]), dataset["test_fraction"])
+    elif layout == "demo":
+        entries = list_demo(dataset["demo"], dataset["test_fraction"])
+    else:
+        raise DatasetError(f"dataset.layout: unknown layout {layout!r}")
+    classes = dataset.get("classes")
+    if classes:
+        known = {entry.label for entry in entries}
+        unknown = sorted(set(classes) - known)
+        if unknown:
+            raise DatasetError(f"classes: {unknown} are not classes of this dataset")
+        entries = [entry for entry in entries if entry.label in set(classes)]
+    return entries
+
+
+def shard_name(index: int) -> str:
+    return f"{index:05d}"
+
+
+def assign_shards(entries: list[VideoEntry], shard_size: int) -> dict[str, list[VideoEntry]]:
+    """Consecutive runs of ``shard_size`` videos (in id order) form the shards."""
+    shards: dict[str, list[VideoEntry]] = {}
+    for position, entry in enumerate(entries):
+        shards.setdefault(shard_name(position // shard_size), []).append(entry)
+    return shards
+
+
+@lru_cache(maxsize=4096)
+def _videos_by_stem(folder: Path) -> dict[str, Path]:
+    if not folder.is_dir():
+        return {}
+    return {
+        path.stem.lower(): path
+        for path in sorted(folder.iterdir(), reverse=True)
+        if path.suffix.lower() in VIDEO_EXTENSIONS
+    }
+
+
+def resolve_path(root: Path, relpath: str) -> Path:
+    """Where a listed video is on disk: the published path, else the same stem with
+    another video extension or letter case in its class folder (re-encoded copies), or
+    in a class folder spelled with underscores for spaces (Kinetics downloaders differ).
+    Returns the published path when nothing matches."""
+    published = root / relpath
+    if published.exists():
+        return published
+    for folder in (published.parent, published.parent.with_name(published.parent.name.replace(" ", "_"))):
+        found = _videos_by_stem(folder).get(published.stem.lower())
+        if found is not None:
+            return found
+    return published

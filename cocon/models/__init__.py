@@ -1,0 +1,15 @@
+"""Pretraining models: the ResNet-2d3d encoders, the ConvGRU aggregator and DPC."""
+
+from cocon.models.convgru import ConvGRU, ConvGRUCell
+from cocon.models.dpc import DPC
+from cocon.models.resnet2d3d import ENCODERS, ResNet2d3d, resnet18_2d3d, resnet34_2d3d
+
+__all__ = [
+    "DPC",
+    "ENCODERS",
+    "ConvGRU",
+    "ConvGRUCell",
+    "ResNet2d3d",
+    "resnet18_2d3d",
+    "resnet34_2d3d",
+]
