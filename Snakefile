@@ -1,0 +1,25 @@
+# CoCon: raw videos -> manifest -> view shards (-> pretraining -> fine-tuning, later stages).
+# Targets: results/{dataset}/views.tsv builds every view shard of a dataset.
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/demo.smk"
+include: "workflow/rules/manifest.smk"
+include: "workflow/rules/frames.smk"
+include: "workflow/rules/flow.smk"
+include: "workflow/rules/views.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

@@ -1,0 +1,113 @@
+"""``cocon``: every stage of the workflow, runnable without Snakemake."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from cocon.config import ConfigError, load_dataset_config
+
+
+def _dataset(args) -> dict:
+    return load_dataset_config(args.dataset, args.name)
+
+
+def cmd_demo(args) -> None:
+    from cocon.data.demo import generate_demo
+
+    settings = _dataset(args)["demo"]
+    paths = generate_demo(args.out, **settings)
+    print(f"wrote {len(paths)} demo videos under {args.out}")
+
+
+def cmd_manifest(args) -> None:
+    from cocon.data.manifest import run_manifest, summarize
+
+    rows = run_manifest(_dataset(args), args.manifest, args.excluded, args.threads)
+    print(summarize(rows))
+
+
+def cmd_shards(args) -> None:
+    from cocon.data.datasets import assign_shards, list_videos
+
+    dataset = _dataset(args)
+    for shard, members in assign_shards(list_videos(dataset), dataset["shard_size"]).items():
+        print(f"{shard}\t{len(members)}")
+
+
+def cmd_frames(args) -> None:
+    from cocon.views.frames import extract_frames
+
+    count = extract_frames(_dataset(args), args.manifest, args.shard, args.out)
+    print(f"wrote {count} videos to {args.out}")
+
+
+def cmd_flow(args) -> None:
+    from cocon.views.flow import extract_flow
+
+    count = extract_flow(_dataset(args), args.rgb, args.out, args.threads)
+    print(f"wrote flow of {count} videos to {args.out}")
+
+
+def cmd_inspect(args) -> None:
+    from cocon.data.shards import ShardReader
+
+    with ShardReader(args.shard) as reader:
+        info = {"path": str(reader.path), "view": reader.view,
+                "attrs": {key: str(value) for key, value in reader.attrs.items()},
+                "videos": {video_id: reader.num_frames(video_id) for video_id in reader.video_ids}}
+    print(json.dumps(info, indent=2))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cocon", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, handler, help_text: str, dataset: bool = True) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        if dataset:
+            sub.add_argument("--dataset", required=True, help="dataset config file (config/datasets/*.yaml)")
+            sub.add_argument("--name", help="dataset name recorded in outputs (default: the config file stem)")
+        sub.set_defaults(handler=handler)
+        return sub
+
+    sub = command("demo", cmd_demo, "generate the embedded demo dataset (layout: demo)")
+    sub.add_argument("--out", required=True, help="folder to write <class>/<video>.avi into")
+
+    sub = command("manifest", cmd_manifest, "list and probe every video; write manifest.tsv and excluded.tsv")
+    sub.add_argument("--manifest", required=True, help="output manifest.tsv")
+    sub.add_argument("--excluded", required=True, help="output excluded.tsv")
+    sub.add_argument("--threads", type=int, default=1, help="probe processes")
+
+    command("shards", cmd_shards, "print the shards the dataset is split into, and their sizes")
+
+    sub = command("frames", cmd_frames, "decode the videos of one shard into an rgb view shard")
+    sub.add_argument("--manifest", required=True, help="manifest.tsv from `cocon manifest`")
+    sub.add_argument("--shard", required=True, help="shard name, e.g. 00000")
+    sub.add_argument("--out", required=True, help="output rgb shard (.h5)")
+
+    sub = command("flow", cmd_flow, "optical flow of one rgb shard into a flow view shard")
+    sub.add_argument("--rgb", required=True, help="input rgb shard (.h5)")
+    sub.add_argument("--out", required=True, help="output flow shard (.h5)")
+    sub.add_argument("--threads", type=int, default=1, help="flow processes")
+
+    sub = command("inspect", cmd_inspect, "print a view shard's attributes and videos as JSON", dataset=False)
+    sub.add_argument("shard", help="a view shard (.h5)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from cocon.logs import stage_logging
+
+    try:
+        with stage_logging(None):
+            args.handler(args)
+    except (ConfigError, FileNotFoundError, ValueError, RuntimeError) as error:
+        print(f"cocon {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

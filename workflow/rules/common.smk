@@ -1,0 +1,56 @@
+# Dataset configs, shard planning and the input functions shared by the rules.
+from functools import cache
+from pathlib import Path
+
+from cocon.config import load_dataset_config
+from cocon.data.datasets import assign_shards, list_videos
+
+DATASETS = {name: load_dataset_config(path, name) for name, path in config["datasets"].items()}
+
+for _name, _dataset in DATASETS.items():
+    if _dataset["layout"] == "demo" and Path(_dataset["root"]) != Path(f"results/{_name}/videos"):
+        raise ValueError(f"{config['datasets'][_name]}: root: a demo dataset is generated into results/{_name}/videos")
+    for _target in config["targets"]:
+        if _target not in DATASETS:
+            raise ValueError(f"targets: {_target!r} is not one of the datasets {sorted(DATASETS)}")
+
+VIEWS = ["rgb", "flow"]
+
+
+wildcard_constraints:
+    dataset="|".join(DATASETS),
+    shard=r"\d{5}",
+    view="|".join(VIEWS),
+
+
+@cache
+def shards(dataset):
+    """Shard names of a dataset, planned from its split files or folders without opening a video."""
+    ds = DATASETS[dataset]
+    return sorted(assign_shards(list_videos(ds), ds["shard_size"]))
+
+
+def dataset_params(dataset, *sections):
+    """The keys of a dataset config that a stage depends on: the listing keys, plus ``sections``.
+
+    Passing only these as params keeps Snakemake's params rerun trigger precise: a change
+    to the flow settings reruns flow, not the manifest or the frames.
+    """
+    stage_sections = {"frames", "flow", "split"}
+    ds = DATASETS[dataset]
+    return {key: value for key, value in ds.items() if key not in stage_sections or key in sections}
+
+
+def view_shards(wildcards):
+    return expand("results/{dataset}/views/{view}/{shard}.h5", dataset=wildcards.dataset, view=VIEWS,
+                  shard=shards(wildcards.dataset))
+
+
+def demo_videos(wildcards):
+    if DATASETS[wildcards.dataset]["layout"] == "demo":
+        return f"results/{wildcards.dataset}/videos"
+    return []
+
+
+def all_targets():
+    return expand("results/{dataset}/views.tsv", dataset=config["targets"])

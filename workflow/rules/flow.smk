@@ -1,0 +1,19 @@
+rule flow:
+    input:
+        rgb="results/{dataset}/views/rgb/{shard}.h5",
+    output:
+        "results/{dataset}/views/flow/{shard}.h5",
+    params:
+        dataset=lambda wildcards: dataset_params(wildcards.dataset, "flow"),
+    log:
+        "results/{dataset}/logs/flow/{shard}.log",
+    benchmark:
+        "results/{dataset}/benchmarks/flow/{shard}.tsv"
+    threads: config["threads"]["flow"]
+    resources:
+        mem_mb=config["resources"]["flow"]["mem_mb"],
+        runtime=config["resources"]["flow"]["runtime"],
+    conda:
+        "../../envs/cocon.yaml"
+    script:
+        "../scripts/flow.py"

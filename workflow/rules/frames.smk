@@ -1,0 +1,19 @@
+rule frames:
+    input:
+        manifest="results/{dataset}/manifest.tsv",
+    output:
+        "results/{dataset}/views/rgb/{shard}.h5",
+    params:
+        dataset=lambda wildcards: dataset_params(wildcards.dataset, "frames"),
+    log:
+        "results/{dataset}/logs/frames/{shard}.log",
+    benchmark:
+        "results/{dataset}/benchmarks/frames/{shard}.tsv"
+    threads: config["threads"]["frames"]
+    resources:
+        mem_mb=config["resources"]["frames"]["mem_mb"],
+        runtime=config["resources"]["frames"]["runtime"],
+    conda:
+        "../../envs/cocon.yaml"
+    script:
+        "../scripts/frames.py"

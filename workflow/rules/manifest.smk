@@ -1,0 +1,20 @@
+rule manifest:
+    input:
+        demo_videos,
+    output:
+        manifest="results/{dataset}/manifest.tsv",
+        excluded="results/{dataset}/excluded.tsv",
+    params:
+        dataset=lambda wildcards: dataset_params(wildcards.dataset),
+    log:
+        "results/{dataset}/logs/manifest.log",
+    benchmark:
+        "results/{dataset}/benchmarks/manifest.tsv"
+    threads: config["threads"]["manifest"]
+    resources:
+        mem_mb=config["resources"]["manifest"]["mem_mb"],
+        runtime=config["resources"]["manifest"]["runtime"],
+    conda:
+        "../../envs/cocon.yaml"
+    script:
+        "../scripts/manifest.py"
