@@ -32,6 +32,12 @@ class VideoProbe:
 def _describe_header(path: Path) -> str:
     with open(path, "rb") as handle:
         head = handle.read(512)
+    if head[4:8] == b"ftyp":
+        # an MP4 keeps its index (moov) at the end unless written for streaming, so a cut-off
+        # download has a valid header and no index
+        return "an MP4/MOV container without a readable index: likely truncated"
+    if head[:4] == b"RIFF":
+        return "an AVI container whose headers do not parse: likely truncated or corrupt"
     printable = sum(32 <= b < 127 or b in (9, 10, 13) for b in head)
     if head and printable == len(head):
         return "a text file, not a video"
@@ -45,11 +51,11 @@ def probe_video(path: str | os.PathLike) -> VideoProbe:
     way to catch a truncated file whose header still announces the full length.
     """
     path = Path(path)
-    if not path.exists():
-        return VideoProbe("missing: file not found on disk")
-    if not path.is_file():
-        return VideoProbe("unreadable: not a regular file")
     try:
+        if not path.exists():
+            return VideoProbe("missing: file not found on disk")
+        if not path.is_file():
+            return VideoProbe("unreadable: not a regular file")
         with open(path, "rb") as handle:
             first = handle.read(1)
     except OSError as error:

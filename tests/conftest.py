@@ -1,0 +1,62 @@
+"""Shared fixtures: the real clips and split files in ../shared/data, and a Snakemake runner."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("COCON_SHARED_DATA", REPO.parent / "shared" / "data"))
+SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"needs the real data in {path} (../shared/data beside the repository); it is absent here")
+    return path
+
+
+@pytest.fixture(scope="session")
+def ucf_splits() -> Path:
+    return _require(SHARED_DATA / "splits" / "ucfTrainTestlist")
+
+
+@pytest.fixture(scope="session")
+def hmdb_splits() -> Path:
+    return _require(SHARED_DATA / "splits" / "hmdb51_testTrainMulti_7030_splits")
+
+
+@pytest.fixture(scope="session")
+def videos_dir() -> Path:
+    return _require(SHARED_DATA / "videos")
+
+
+@pytest.fixture(scope="session")
+def real_clip(videos_dir) -> Path:
+    return videos_dir / "ucf101" / "PushUps" / "v_PushUps_g02_c03.avi"
+
+
+def write_yaml(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def run_snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the repository's Snakefile in ``workdir`` (results land under workdir/results)."""
+    command = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2", *args]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-8000:]}")
+    return result
+
+
+def workflow_config(workdir: Path, datasets: dict[str, str], targets: list[str]) -> Path:
+    """A workflow config in ``workdir`` naming only the given dataset files."""
+    lines = ["datasets:"] + [f"  {name}: {path}" for name, path in datasets.items()]
+    lines += [f"targets: [{', '.join(targets)}]", "threads: {manifest: 2, frames: 1, flow: 2}"]
+    return write_yaml(workdir / "config.yaml", "\n".join(lines) + "\n")
