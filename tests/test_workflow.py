@@ -1,0 +1,143 @@
+"""End-to-end: the real Snakemake DAG on tiny configs (the demo generator and real clips)."""
+import re
+import subprocess
+
+import numpy as np
+import pytest
+
+from cocon.data.manifest import read_manifest
+from cocon.data.shards import ShardReader
+from tests.conftest import REPO, SNAKEMAKE, run_snakemake, workflow_config, write_yaml
+
+pytestmark = pytest.mark.e2e
+
+
+def planned_jobs(output: str) -> dict[str, int]:
+    """The 'Job stats' table of a dry run, as {rule: count}."""
+    table = output.split("Job stats:", 1)[1]
+    return {rule: int(count) for rule, count in re.findall(r"^(\w+)\s+(\d+)$", table, re.MULTILINE)}
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("demo")
+    write_yaml(workdir / "tiny.yaml", """
+        layout: demo
+        root: results/tiny/videos
+        test_fraction: 0.34
+        shard_size: 4
+        strict: true
+        demo: {num_classes: 3, videos_per_class: 3, num_frames: 12, width: 96, height: 72}
+        frames: {short_side: 48}
+        flow: {method: farneback}
+    """)
+    config = workflow_config(workdir, {"tiny": "tiny.yaml"}, ["tiny"])
+    run_snakemake(workdir, "--configfile", str(config))
+    return workdir, config
+
+
+def test_demo_pipeline_builds_every_shard(demo_run):
+    workdir, _ = demo_run
+    results = workdir / "results" / "tiny"
+    rows = read_manifest(results / "manifest.tsv")
+    assert len(rows) == 9 and all(row.ok for row in rows)
+    assert read_manifest(results / "excluded.tsv") == []
+    index = (results / "views.tsv").read_text().splitlines()
+    assert len(index) == 1 + 2 * 3  # header, 3 shards of 4 + 4 + 1 videos, 2 views
+    for shard in ("00000", "00001", "00002"):
+        with ShardReader(results / "views" / "rgb" / f"{shard}.h5") as rgb, \
+                ShardReader(results / "views" / "flow" / f"{shard}.h5") as flow:
+            assert rgb.video_ids == flow.video_ids
+            for video in rgb.video_ids:
+                frames = rgb.read(video)
+                assert frames.shape == (12, 48, 64, 3)
+                assert flow.read(video).shape == (11, 48, 64, 2)
+                # the demo's motion shows in the flow: not all zero-motion (128)
+                assert np.abs(flow.read(video).astype(int) - 128).mean() > 0.5
+    for log in ("demo.log", "manifest.log", "views.log", "frames/00000.log", "flow/00002.log"):
+        assert (results / "logs" / log).is_file()
+    assert (results / "benchmarks" / "flow" / "00000.tsv").is_file()
+
+
+def test_forcerun_flow_recomputes_flow_and_nothing_upstream(demo_run):
+    workdir, config = demo_run
+    plan = run_snakemake(workdir, "--configfile", str(config), "-n", "--forcerun", "flow")
+    assert planned_jobs(plan.stdout) == {"flow": 3, "views": 1, "all": 1, "total": 5}
+    rgb = workdir / "results" / "tiny" / "views" / "rgb" / "00000.h5"
+    flow = workdir / "results" / "tiny" / "views" / "flow" / "00000.h5"
+    rgb_time, flow_time = rgb.stat().st_mtime_ns, flow.stat().st_mtime_ns
+    run_snakemake(workdir, "--configfile", str(config), "--forcerun", "flow")
+    assert rgb.stat().st_mtime_ns == rgb_time
+    assert flow.stat().st_mtime_ns > flow_time
+
+
+def test_changing_a_flow_setting_reruns_flow_only(demo_run):
+    workdir, config = demo_run
+    settings = workdir / "tiny.yaml"
+    original = settings.read_text()
+    settings.write_text(original.replace("method: farneback", "method: farneback, bound: 10"))
+    try:
+        plan = run_snakemake(workdir, "--configfile", str(config), "-n")
+        assert planned_jobs(plan.stdout) == {"flow": 3, "views": 1, "all": 1, "total": 5}
+    finally:
+        settings.write_text(original)
+
+
+def test_real_clips_in_official_layouts(tmp_path, ucf_splits, hmdb_splits, videos_dir):
+    write_yaml(tmp_path / "ucf.yaml", f"""
+        layout: ucf101
+        root: {videos_dir / 'ucf101'}
+        splits: {ucf_splits}
+        classes: [PushUps, Shotput]
+        shard_size: 1000
+        frames: {{short_side: 48}}
+        flow: {{method: tvl1, tvl1: {{warps: 2, nscales: 3}}}}
+    """)
+    write_yaml(tmp_path / "hmdb.yaml", f"""
+        layout: hmdb51
+        root: {videos_dir / 'hmdb51_reencoded'}
+        splits: {hmdb_splits}
+        classes: [handstand, swing_baseball, jump]
+        shard_size: 1000
+        frames: {{short_side: 48}}
+        flow: {{method: farneback}}
+    """)
+    config = workflow_config(tmp_path, {"ucf": "ucf.yaml", "hmdb": "hmdb.yaml"}, ["ucf", "hmdb"])
+    run_snakemake(tmp_path, "--configfile", str(config))
+    for name, expected in (("ucf", {"v_PushUps_g02_c03", "v_Shotput_g05_c02"}), ("hmdb", None)):
+        rows = read_manifest(tmp_path / "results" / name / "manifest.tsv")
+        usable = {row.video_id for row in rows if row.ok}
+        if expected is not None:
+            assert usable == expected
+        else:
+            assert len(usable) == 3
+        # every other listed video is missing on disk, and reported as such
+        excluded = read_manifest(tmp_path / "results" / name / "excluded.tsv")
+        assert len(excluded) == len(rows) - len(usable)
+        assert {row.status for row in excluded} == {"missing: file not found on disk"}
+        with ShardReader(tmp_path / "results" / name / "views" / "flow" / "00000.h5") as flow, \
+                ShardReader(tmp_path / "results" / name / "views" / "rgb" / "00000.h5") as rgb:
+            assert set(flow.video_ids) == usable
+            for video in usable:
+                assert flow.num_frames(video) == rgb.num_frames(video) - 1
+                assert rgb.read(video, 0, 1).shape[1] == 48
+
+
+def test_lint_is_clean():
+    result = subprocess.run([str(SNAKEMAKE), "--lint"], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
+
+
+def test_ucf101_scale_dry_run_plans_under_1000_jobs(tmp_path, ucf_splits):
+    """Planning needs only the split files: no video is opened, none needs to exist."""
+    write_yaml(tmp_path / "ucf101.yaml", f"""
+        layout: ucf101
+        root: {tmp_path / 'UCF-101'}
+        splits: {ucf_splits}
+    """)
+    config = workflow_config(tmp_path, {"ucf101": "ucf101.yaml"}, ["ucf101"])
+    plan = run_snakemake(tmp_path, "--configfile", str(config), "-n")
+    jobs = planned_jobs(plan.stdout)
+    assert jobs["frames"] == jobs["flow"] == 134  # 13,320 videos in shards of 100
+    assert jobs["total"] <= 1000
