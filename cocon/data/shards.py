@@ -22,7 +22,8 @@ FORMAT_VERSION = 1
 
 # What /videos/<id>/frames holds for each view; index t is always frame t of the video.
 VIEW_LAYOUTS = {
-    "rgb": "vlen uint8 [T]: JPEG bytes of each frame (decode with cv2.imdecode, BGR)",
+    "rgb": "uint8 [total bytes]: the JPEG files of all frames back to back, with "
+           "offsets int64 [T+1]: frame t is frames[offsets[t]:offsets[t+1]]",
     "flow": "uint8 [T-1, H, W, 2]: (u, v) from frame t to t+1, quantized over [-bound, bound]",
     "pose": "uint8 [T, 17, H, W]: COCO keypoint confidence heatmaps, 255 = 1.0",
     "seg": "uint8 [T, H, W]: person-segmentation confidence, 255 = 1.0",
@@ -69,9 +70,12 @@ class ShardWriter:
         for key, value in attrs.items():
             group.attrs[key] = _attr_value(value)
         if self.view == "rgb":
-            dataset = group.create_dataset("frames", shape=(len(frames),), dtype=h5py.vlen_dtype(np.uint8))
-            for index, encoded in enumerate(frames):
-                dataset[index] = np.frombuffer(encoded, dtype=np.uint8)
+            # one contiguous byte array plus offsets: a clip is one read, not one per frame
+            offsets = np.zeros(len(frames) + 1, dtype=np.int64)
+            offsets[1:] = np.cumsum([len(encoded) for encoded in frames])
+            data = np.frombuffer(b"".join(frames), dtype=np.uint8)
+            group.create_dataset("frames", data=data)
+            group.create_dataset("offsets", data=offsets)
         else:
             group.create_dataset("frames", data=frames, **dataset_options)
 
@@ -133,7 +137,10 @@ class ShardReader:
         return dict(self._group(video_id).attrs)
 
     def num_frames(self, video_id: str) -> int:
-        return int(self._group(video_id)["frames"].shape[0])
+        group = self._group(video_id)
+        if self.view == "rgb":
+            return int(group["offsets"].shape[0] - 1)
+        return int(group["frames"].shape[0])
 
     def _group(self, video_id: str) -> h5py.Group:
         try:
@@ -142,12 +149,18 @@ class ShardReader:
             raise ShardError(f"{self.path}: no video {video_id!r} in this shard") from None
 
     def read_raw(self, video_id: str, start: int = 0, stop: int | None = None, step: int = 1):
-        """The stored frames as they are on disk (JPEG byte arrays for rgb)."""
-        frames = self._group(video_id)["frames"]
-        if self.view == "rgb":
-            indices = range(*slice(start, stop, step).indices(frames.shape[0]))
-            return [frames[index] for index in indices]
-        return frames[start:stop:step]
+        """The stored frames as they are on disk: for rgb, a list of JPEG byte arrays."""
+        group = self._group(video_id)
+        if self.view != "rgb":
+            return group["frames"][start:stop:step]
+        indices = range(*slice(start, stop, step).indices(self.num_frames(video_id)))
+        if not indices:
+            return []
+        first, last = indices[0], indices[-1]
+        offsets = group["offsets"][first:last + 2]
+        data = group["frames"][offsets[0]:offsets[-1]]
+        base = offsets[0]
+        return [data[offsets[index - first] - base:offsets[index - first + 1] - base] for index in indices]
 
     def read(self, video_id: str, start: int = 0, stop: int | None = None, step: int = 1) -> np.ndarray:
         """Frames ``start:stop:step`` decoded: rgb as RGB uint8 ``[T, H, W, 3]``, other views as stored."""

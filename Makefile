@@ -1,0 +1,33 @@
+# Two commands: `make demo` and `make test`. Both set up .venv from this repository's
+# own files first, so they work on a fresh clone.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CORES ?= 2
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench clean-demo
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/snakemake --cores $(CORES) results/demo/views.tsv
+	@echo "demo outputs: results/demo/ (manifest.tsv, views.tsv, views/*/*.h5, logs/)"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/snakemake --lint
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.flow_overhead
+	$(BIN)/python -m bench.rgb_bytes
+	$(BIN)/python -m bench.dry_run
+
+clean-demo:
+	rm -rf results/demo
