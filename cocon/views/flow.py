@@ -6,17 +6,12 @@ to frame ``t + 1`` (a video of T frames has T - 1 flow fields).
 """
 from __future__ import annotations
 
-import logging
-from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 
 import cv2
 import numpy as np
 
-import cocon
-from cocon.data.shards import ShardReader, ShardWriter
-
-log = logging.getLogger(__name__)
+from cocon.views.derive import derive_view
 
 
 def make_flow_estimator(settings: dict):
@@ -60,44 +55,9 @@ def compute_flow(frames_rgb: np.ndarray, settings: dict) -> np.ndarray:
     return out
 
 
-def _flow_of_video(rgb_path: str, settings: dict, video_id: str) -> np.ndarray:
-    # one OpenCV thread per process: the processes already fill the cores
-    cv2.setNumThreads(1)
-    with ShardReader(rgb_path, view="rgb") as reader:
-        frames = reader.read(video_id)
-    return compute_flow(frames, settings)
-
-
 def extract_flow(dataset: dict, rgb_path, out_path, threads: int = 1) -> int:
     """Write the flow shard ``out_path`` from the rgb shard ``rgb_path``, videos in parallel."""
     settings = dataset["flow"]
-    with ShardReader(rgb_path, view="rgb") as reader:
-        video_ids = reader.video_ids
-        video_attrs = {video_id: reader.video_attrs(video_id) for video_id in video_ids}
-        shard_attrs = reader.attrs
-    attrs = {"dataset": dataset["name"], "shard": shard_attrs["shard"], "cocon_version": cocon.__version__,
-             "method": settings["method"], "bound": settings["bound"],
-             "parameters": repr(settings[settings["method"]])}
-    compression = {"gzip": dict(compression="gzip", compression_opts=4, shuffle=True),
-                   "lzf": dict(compression="lzf", shuffle=True), "none": {}}[settings["compression"]]
-    work = partial(_flow_of_video, str(rgb_path), settings)
-    log.info("shard %s: %s flow for %d videos with %d processes", attrs["shard"], settings["method"],
-             len(video_ids), threads)
-    with ShardWriter(out_path, "flow", attrs) as writer:
-        if threads > 1:
-            with ProcessPoolExecutor(threads) as pool:
-                results = pool.map(work, video_ids)
-                for video_id, flow in zip(video_ids, results):
-                    _add_flow(writer, video_id, flow, video_attrs[video_id], compression)
-        else:
-            for video_id in video_ids:
-                _add_flow(writer, video_id, work(video_id), video_attrs[video_id], compression)
-    return len(video_ids)
-
-
-def _add_flow(writer: ShardWriter, video_id: str, flow: np.ndarray, rgb_attrs: dict, compression: dict) -> None:
-    attrs = {key: rgb_attrs[key] for key in ("label", "label_index", "fps", "orig_width", "orig_height",
-                                              "width", "height", "source_path")}
-    attrs["num_frames"] = rgb_attrs["num_frames"]
-    chunks = (1, *flow.shape[1:]) if len(flow) else None
-    writer.add_video(video_id, flow, attrs, chunks=chunks, **(compression if len(flow) else {}))
+    attrs = {"method": settings["method"], "bound": settings["bound"], "parameters": repr(settings[settings["method"]])}
+    return derive_view("flow", rgb_path, out_path, partial(compute_flow, settings=settings), dataset["name"], attrs,
+                       threads, settings["compression"])
