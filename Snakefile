@@ -1,4 +1,4 @@
-# CoCon: raw videos -> manifest -> view shards (-> pretraining -> fine-tuning, later stages).
+# CoCon: raw videos -> manifest -> view shards (rgb, flow, pose, seg) (-> pretraining -> fine-tuning, later stages).
 # Targets: results/{dataset}/views.tsv builds every view shard of a dataset.
 from snakemake.utils import min_version, validate
 
@@ -16,6 +16,8 @@ include: "workflow/rules/demo.smk"
 include: "workflow/rules/manifest.smk"
 include: "workflow/rules/frames.smk"
 include: "workflow/rules/flow.smk"
+include: "workflow/rules/pose.smk"
+include: "workflow/rules/seg.smk"
 include: "workflow/rules/views.smk"
 
 

@@ -38,6 +38,8 @@ def _attr_value(value):
     if value is None:
         return "none"
     if isinstance(value, (list, tuple)):
+        if all(isinstance(item, str) for item in value):
+            return np.array(value, dtype=h5py.string_dtype())
         return np.asarray(value)
     return value
 

@@ -4,6 +4,7 @@ from pathlib import Path
 
 from cocon.config import load_dataset_config
 from cocon.data.datasets import assign_shards, list_videos
+from cocon.views.pose import backend_files
 
 DATASETS = {name: load_dataset_config(path, name) for name, path in config["datasets"].items()}
 
@@ -14,7 +15,7 @@ for _name, _dataset in DATASETS.items():
         if _target not in DATASETS:
             raise ValueError(f"targets: {_target!r} is not one of the datasets {sorted(DATASETS)}")
 
-VIEWS = ["rgb", "flow"]
+VIEWS = ["rgb", "flow", "pose", "seg"]
 
 
 wildcard_constraints:
@@ -36,9 +37,14 @@ def dataset_params(dataset, *sections):
     Passing only these as params keeps Snakemake's params rerun trigger precise: a change
     to the flow settings reruns flow, not the manifest or the frames.
     """
-    stage_sections = {"frames", "flow", "split"}
+    stage_sections = {"frames", "flow", "pose", "seg", "split"}
     ds = DATASETS[dataset]
     return {key: value for key, value in ds.items() if key not in stage_sections or key in sections}
+
+
+def model_files(dataset, view):
+    """Model files of an mm backend, as inputs: checked at planning, and a new checkpoint reruns the view."""
+    return backend_files(DATASETS[dataset][view], f"{config['datasets'][dataset]}: {view}")
 
 
 def view_shards(wildcards):
