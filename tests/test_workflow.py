@@ -30,6 +30,8 @@ def demo_run(tmp_path_factory):
         demo: {num_classes: 3, videos_per_class: 3, num_frames: 12, width: 96, height: 72}
         frames: {short_side: 48}
         flow: {method: farneback}
+        pose: {short_side: 24, sigma: 1.0}
+        seg: {short_side: 24}
     """)
     config = workflow_config(workdir, {"tiny": "tiny.yaml"}, ["tiny"])
     run_snakemake(workdir, "--configfile", str(config))
@@ -43,17 +45,24 @@ def test_demo_pipeline_builds_every_shard(demo_run):
     assert len(rows) == 9 and all(row.ok for row in rows)
     assert read_manifest(results / "excluded.tsv") == []
     index = (results / "views.tsv").read_text().splitlines()
-    assert len(index) == 1 + 2 * 3  # header, 3 shards of 4 + 4 + 1 videos, 2 views
+    assert len(index) == 1 + 4 * 3  # header, 3 shards of 4 + 4 + 1 videos, 4 views
     for shard in ("00000", "00001", "00002"):
-        with ShardReader(results / "views" / "rgb" / f"{shard}.h5") as rgb, \
-                ShardReader(results / "views" / "flow" / f"{shard}.h5") as flow:
-            assert rgb.video_ids == flow.video_ids
-            for video in rgb.video_ids:
-                frames = rgb.read(video)
-                assert frames.shape == (12, 48, 64, 3)
-                assert flow.read(video).shape == (11, 48, 64, 2)
+        views = {view: ShardReader(results / "views" / view / f"{shard}.h5", view=view)
+                 for view in ("rgb", "flow", "pose", "seg")}
+        try:
+            for reader in views.values():
+                assert reader.video_ids == views["rgb"].video_ids
+            for video in views["rgb"].video_ids:
+                assert views["rgb"].read(video).shape == (12, 48, 64, 3)
+                flow = views["flow"].read(video)
+                assert flow.shape == (11, 48, 64, 2)
                 # the demo's motion shows in the flow: not all zero-motion (128)
-                assert np.abs(flow.read(video).astype(int) - 128).mean() > 0.5
+                assert np.abs(flow.astype(int) - 128).mean() > 0.5
+                assert views["pose"].read(video).shape == (12, 17, 24, 32)
+                assert views["seg"].read(video).shape == (12, 24, 32)
+        finally:
+            for reader in views.values():
+                reader.close()
     for log in ("demo.log", "manifest.log", "views.log", "frames/00000.log", "flow/00002.log"):
         assert (results / "logs" / log).is_file()
     assert (results / "benchmarks" / "flow" / "00000.tsv").is_file()
@@ -69,6 +78,12 @@ def test_forcerun_flow_recomputes_flow_and_nothing_upstream(demo_run):
     run_snakemake(workdir, "--configfile", str(config), "--forcerun", "flow")
     assert rgb.stat().st_mtime_ns == rgb_time
     assert flow.stat().st_mtime_ns > flow_time
+
+
+def test_forcerun_pose_recomputes_pose_only(demo_run):
+    workdir, config = demo_run
+    plan = run_snakemake(workdir, "--configfile", str(config), "-n", "--forcerun", "pose")
+    assert planned_jobs(plan.stdout) == {"pose": 3, "views": 1, "all": 1, "total": 5}
 
 
 def test_changing_a_flow_setting_reruns_flow_only(demo_run):
