@@ -49,6 +49,26 @@ def cmd_flow(args) -> None:
     print(f"wrote flow of {count} videos to {args.out}")
 
 
+def cmd_pose(args) -> None:
+    from cocon.views.pose import extract_pose
+
+    count = extract_pose(_dataset(args), args.rgb, args.out, args.threads)
+    print(f"wrote pose heatmaps of {count} videos to {args.out}")
+
+
+def cmd_seg(args) -> None:
+    from cocon.views.seg import extract_seg
+
+    count = extract_seg(_dataset(args), args.rgb, args.out, args.threads)
+    print(f"wrote segmentation masks of {count} videos to {args.out}")
+
+
+def cmd_show(args) -> None:
+    from cocon.views.show import contact_sheet
+
+    print(contact_sheet(args.views, args.manifest, args.video, args.out, args.rows))
+
+
 def cmd_inspect(args) -> None:
     from cocon.data.shards import ShardReader
 
@@ -90,6 +110,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--rgb", required=True, help="input rgb shard (.h5)")
     sub.add_argument("--out", required=True, help="output flow shard (.h5)")
     sub.add_argument("--threads", type=int, default=1, help="flow processes")
+
+    for name, handler, what in (("pose", cmd_pose, "17 COCO keypoint heatmaps"),
+                                ("seg", cmd_seg, "person-segmentation masks")):
+        sub = command(name, handler, f"{what} of one rgb shard into a {name} view shard")
+        sub.add_argument("--rgb", required=True, help="input rgb shard (.h5)")
+        sub.add_argument("--out", required=True, help=f"output {name} shard (.h5)")
+        sub.add_argument("--threads", type=int, default=1, help="processes (videos in parallel)")
+
+    sub = command("show", cmd_show, "render a contact sheet PNG of one video from its view shards", dataset=False)
+    sub.add_argument("--views", required=True, help="the views folder, e.g. results/ucf101/views")
+    sub.add_argument("--manifest", required=True, help="the dataset's manifest.tsv (says which shard holds the video)")
+    sub.add_argument("--video", required=True, help="video id, e.g. v_PushUps_g02_c03")
+    sub.add_argument("--out", required=True, help="output PNG")
+    sub.add_argument("--rows", type=int, default=6, help="frames shown")
 
     sub = command("inspect", cmd_inspect, "print a view shard's attributes and videos as JSON", dataset=False)
     sub.add_argument("shard", help="a view shard (.h5)")

@@ -6,7 +6,9 @@ in it, and zero where no person is found. Backends:
 - ``mediapipe`` (default): MediaPipe Pose (BlazePose, ``model_complexity=1``, the model
   that ships inside the wheel), one person per frame, tracked through the video. Its 33
   landmarks map to COCO by name (``MEDIAPIPE_TO_COCO``); the confidence is the landmark's
-  ``visibility``.
+  ``visibility`` (its ``presence`` is always 0 in this API), and joints that MediaPipe
+  places outside the frame get none. A fresh model per video: a reused one carries its
+  smoothing state into the next video.
 - ``mmpose``: any top-down mmpose model with 17 COCO keypoints, from the config and
   checkpoint files the user names; the whole frame is the person box.
 """
@@ -54,6 +56,9 @@ class MediaPipePose:
             landmarks = result.pose_landmarks.landmark
             for row, index in enumerate(MEDIAPIPE_TO_COCO):
                 out[row] = landmarks[index].x, landmarks[index].y, landmarks[index].visibility
+        # MediaPipe extrapolates joints outside the frame; they are not seen, so they get no heatmap
+        outside = (out[:, 0] < 0) | (out[:, 0] > 1) | (out[:, 1] < 0) | (out[:, 1] > 1)
+        out[outside, 2] = 0
         return out
 
     def close(self) -> None:

@@ -40,7 +40,8 @@ class MediaPipeSegmenter:
         if mask is None:
             # the pose model found no person in this frame: nothing to segment
             return np.zeros(frame_rgb.shape[:2], dtype=np.float32)
-        return np.asarray(mask, dtype=np.float32)
+        # a view into MediaPipe's buffer, which the next frame reuses
+        return np.array(mask, dtype=np.float32)
 
     def close(self) -> None:
         self._model.close()

@@ -1,0 +1,106 @@
+"""Contact sheets: a video's views side by side, to check the shards by eye.
+
+Each row is one frame: the RGB frame with the person mask tinted and the COCO skeleton
+read back from the pose heatmaps, the flow as colour (hue = direction, brightness =
+magnitude), the pose heatmaps (max over keypoints) and the mask.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from cocon.data.manifest import read_manifest
+from cocon.data.shards import ShardReader
+from cocon.views.flow import dequantize_flow
+
+COCO_SKELETON = ((0, 1), (0, 2), (1, 3), (2, 4), (5, 6), (5, 7), (7, 9), (6, 8), (8, 10), (5, 11), (6, 12),
+                 (11, 12), (11, 13), (13, 15), (12, 14), (14, 16))
+PEAK_THRESHOLD = 128  # a keypoint is drawn where its heatmap peak says confidence > 0.5
+
+
+def flow_to_color(flow_uv: np.ndarray, bound: float) -> np.ndarray:
+    """float flow ``[H, W, 2]`` to an RGB image; full brightness at ``bound / 2`` pixels."""
+    magnitude, angle = cv2.cartToPolar(flow_uv[..., 0], flow_uv[..., 1], angleInDegrees=True)
+    hsv = np.zeros((*flow_uv.shape[:2], 3), dtype=np.uint8)
+    hsv[..., 0] = (angle / 2).astype(np.uint8)
+    hsv[..., 1] = 255
+    hsv[..., 2] = np.clip(magnitude * (2 * 255 / bound), 0, 255).astype(np.uint8)
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+
+
+def keypoints_from_heatmaps(heatmaps: np.ndarray, height: int, width: int) -> list[tuple[int, int] | None]:
+    """Peak of each ``[17, h, w]`` heatmap in frame pixels, or None where it is below threshold."""
+    points = []
+    scale_y, scale_x = height / heatmaps.shape[1], width / heatmaps.shape[2]
+    for heatmap in heatmaps:
+        y, x = np.unravel_index(int(heatmap.argmax()), heatmap.shape)
+        confident = heatmap[y, x] >= PEAK_THRESHOLD
+        points.append((int((x + 0.5) * scale_x), int((y + 0.5) * scale_y)) if confident else None)
+    return points
+
+
+def overlay(frame: np.ndarray, mask: np.ndarray | None, heatmaps: np.ndarray | None) -> np.ndarray:
+    out = frame.copy()
+    height, width = frame.shape[:2]
+    if mask is not None:
+        alpha = cv2.resize(mask, (width, height)).astype(np.float32)[..., None] / 255 * 0.5
+        out = (out * (1 - alpha) + np.array([0, 255, 255], np.float32) * alpha).astype(np.uint8)
+    if heatmaps is not None:
+        points = keypoints_from_heatmaps(heatmaps, height, width)
+        for a, b in COCO_SKELETON:
+            if points[a] and points[b]:
+                cv2.line(out, points[a], points[b], (255, 64, 64), 1, cv2.LINE_AA)
+        for point in filter(None, points):
+            cv2.circle(out, point, 2, (255, 255, 0), -1, cv2.LINE_AA)
+    return out
+
+
+def gray_to_rgb(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    resized = cv2.resize(image, (width, height), interpolation=cv2.INTER_NEAREST)
+    return cv2.applyColorMap(resized, cv2.COLORMAP_INFERNO)[..., ::-1]
+
+
+def contact_sheet(views_dir, manifest_path, video_id: str, out_path, rows: int = 6) -> Path:
+    """Render ``rows`` evenly spaced frames of ``video_id`` from every view shard found."""
+    row = next((r for r in read_manifest(manifest_path) if r.video_id == video_id), None)
+    if row is None:
+        raise ValueError(f"{manifest_path}: no video {video_id!r}")
+    if not row.ok:
+        raise ValueError(f"{video_id} was excluded by the manifest: {row.status}")
+    readers = {}
+    for view in ("rgb", "flow", "pose", "seg"):
+        path = Path(views_dir) / view / f"{row.shard}.h5"
+        if path.exists():
+            readers[view] = ShardReader(path, view=view)
+    if "rgb" not in readers:
+        raise ValueError(f"{Path(views_dir) / 'rgb' / (row.shard + '.h5')}: the rgb shard is needed for a contact sheet")
+    try:
+        total = readers["rgb"].num_frames(video_id)
+        indices = np.linspace(0, total - 2, rows).round().astype(int)
+        lines = []
+        for index in indices:
+            frame = readers["rgb"].read(video_id, index, index + 1)[0]
+            height, width = frame.shape[:2]
+            pose = readers["pose"].read(video_id, index, index + 1)[0] if "pose" in readers else None
+            mask = readers["seg"].read(video_id, index, index + 1)[0] if "seg" in readers else None
+            tiles = [overlay(frame, mask, pose)]
+            if "flow" in readers:
+                bound = float(readers["flow"].attrs["bound"])
+                flow = dequantize_flow(readers["flow"].read(video_id, index, index + 1)[0], bound)
+                tiles.append(flow_to_color(flow, bound))
+            if pose is not None:
+                tiles.append(gray_to_rgb(pose.max(axis=0), height, width))
+            if mask is not None:
+                tiles.append(gray_to_rgb(mask, height, width))
+            lines.append(np.concatenate([np.pad(tile, ((1, 1), (1, 1), (0, 0))) for tile in tiles], axis=1))
+        sheet = np.concatenate(lines, axis=0)
+    finally:
+        for reader in readers.values():
+            reader.close()
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(out_path), sheet[..., ::-1]):
+        raise ValueError(f"{out_path}: could not write the PNG")
+    return out_path
