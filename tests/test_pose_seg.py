@@ -1,0 +1,137 @@
+"""Pose heatmaps and segmentation masks from MediaPipe on real clips, and their shard contract."""
+import importlib.util
+
+import cv2
+import numpy as np
+import pytest
+from skimage import data as skimage_data
+
+from cocon.config import ConfigError, load_schema, validate
+from cocon.data.shards import ShardError, ShardReader, ShardWriter, encode_jpeg
+from cocon.data.video import iter_frames
+from cocon.views.pose import backend_files, compute_pose, extract_pose, render_heatmaps, view_size
+from cocon.views.seg import compute_seg, extract_seg
+
+CLIPS = {
+    "v_PushUps_g02_c03": "ucf101/PushUps/v_PushUps_g02_c03.avi",
+    "v_Shotput_g05_c02": "ucf101/Shotput/v_Shotput_g05_c02.avi",
+    "v_Fencing_g01_c06": "ucf101_24_reencoded/Fencing/v_Fencing_g01_c06.mp4",
+    "v_HeadMassage_g02_c05": "ucf101/HeadMassage/v_HeadMassage_g02_c05.avi",
+}
+FRAMES_PER_CLIP = 40
+CONFIDENT = 128  # uint8 heatmap/mask value of confidence 0.5
+
+
+def default_dataset(**overrides) -> dict:
+    dataset = validate({"layout": "folder", "root": ".", **overrides}, load_schema("dataset.schema.yaml"), "test")
+    dataset["name"] = "test"
+    return dataset
+
+
+@pytest.fixture(scope="module")
+def real_views(tmp_path_factory, videos_dir):
+    """rgb, pose and seg shards of the first frames of four real clips, through the real stages."""
+    folder = tmp_path_factory.mktemp("poseseg")
+    with ShardWriter(folder / "rgb.h5", "rgb", {"shard": "00000"}) as writer:
+        for video_id, relpath in CLIPS.items():
+            frames = [encode_jpeg(frame, 90) for _, frame in zip(range(FRAMES_PER_CLIP),
+                                                                 iter_frames(videos_dir / relpath, 128))]
+            writer.add_video(video_id, frames, {"label": "x", "label_index": 0, "fps": 25.0,
+                                                "num_frames": len(frames), "orig_width": 320, "orig_height": 240,
+                                                "width": 171, "height": 128, "source_path": relpath})
+    dataset = default_dataset()
+    extract_pose(dataset, folder / "rgb.h5", folder / "pose.h5", threads=2)
+    extract_seg(dataset, folder / "rgb.h5", folder / "seg.h5", threads=2)
+    readers = {view: ShardReader(folder / f"{view}.h5", view=view) for view in ("rgb", "pose", "seg")}
+    yield readers
+    for reader in readers.values():
+        reader.close()
+
+
+@pytest.mark.parametrize("video_id", list(CLIPS))
+def test_person_found_in_most_frames(real_views, video_id):
+    heatmaps = real_views["pose"].read(video_id)
+    height, width = real_views["rgb"].read(video_id, 0, 1).shape[1:3]
+    assert heatmaps.shape == (FRAMES_PER_CLIP, 17, *view_size(height, width, 64))
+    found = (heatmaps.reshape(len(heatmaps), -1).max(axis=1) >= CONFIDENT).mean()
+    assert found >= 0.7, f"a person in {found:.0%} of frames"
+
+
+@pytest.mark.parametrize("video_id", list(CLIPS))
+def test_keypoints_sit_inside_the_mask(real_views, video_id):
+    heatmaps = real_views["pose"].read(video_id)
+    masks = real_views["seg"].read(video_id)
+    inside = []
+    for frame_heatmaps, mask in zip(heatmaps, masks):
+        for heatmap in frame_heatmaps:
+            y, x = np.unravel_index(int(heatmap.argmax()), heatmap.shape)
+            if heatmap[y, x] >= CONFIDENT:
+                # the mask is stored at the same short side as the heatmaps
+                inside.append(mask[y, x] >= CONFIDENT)
+    assert len(inside) > FRAMES_PER_CLIP
+    assert np.mean(inside) >= 0.8
+
+
+@pytest.mark.parametrize("video_id", list(CLIPS))
+def test_mask_coverage_is_plausible(real_views, video_id):
+    coverage = (real_views["seg"].read(video_id) >= CONFIDENT).mean(axis=(1, 2))
+    assert 0.005 < coverage.mean() < 0.7
+    assert (coverage < 0.95).all(), "never the whole frame"
+
+
+def test_views_are_aligned_with_rgb(real_views):
+    for view in ("pose", "seg"):
+        assert real_views[view].video_ids == real_views["rgb"].video_ids
+        for video_id in real_views["rgb"].video_ids:
+            assert real_views[view].num_frames(video_id) == real_views["rgb"].num_frames(video_id)
+            assert real_views[view].video_attrs(video_id)["num_frames"] == FRAMES_PER_CLIP
+    assert list(real_views["pose"].attrs["keypoints"][:2]) == ["nose", "left_eye"]
+
+
+@pytest.mark.parametrize("scene", ["grey", "grass"])
+def test_no_person_gives_near_zero_views(scene):
+    if scene == "grey":
+        frame = np.full((128, 171, 3), 128, np.uint8)
+    else:
+        frame = cv2.resize(np.ascontiguousarray(np.stack([skimage_data.grass()] * 3, axis=-1)), (171, 128))
+    frames = np.stack([frame] * 8)
+    dataset = default_dataset()
+    assert compute_pose(frames, dataset["pose"]).max() < 0.1 * 255
+    assert compute_seg(frames, dataset["seg"]).mean() < 0.05 * 255
+
+
+def test_heatmap_peak_and_confidence():
+    keypoints = np.zeros((17, 3), np.float32)
+    # fractions of the frame at pixel centres: x = (column + 0.5) / width
+    keypoints[0] = 12.5 / 48, 16.5 / 32, 0.8
+    keypoints[5] = 36.5 / 48, 8.5 / 32, 1.0
+    heatmaps = render_heatmaps(keypoints, 32, 48, sigma=1.5)
+    assert heatmaps.shape == (17, 32, 48)
+    assert np.unravel_index(heatmaps[0].argmax(), (32, 48)) == (16, 12)
+    assert np.unravel_index(heatmaps[5].argmax(), (32, 48)) == (8, 36)
+    assert heatmaps[0].max() == pytest.approx(0.8)
+    assert heatmaps[1].max() == 0  # confidence 0: no person, no heatmap
+
+
+def test_missing_or_corrupt_rgb_shard_names_it(tmp_path):
+    dataset = default_dataset()
+    with pytest.raises(ShardError, match=r"absent\.h5: view shard not found"):
+        extract_pose(dataset, tmp_path / "absent.h5", tmp_path / "pose.h5")
+    (tmp_path / "broken.h5").write_bytes(b"\x89HDF\r\n" + b"\0" * 100)
+    with pytest.raises(ShardError, match=r"broken\.h5: not a readable HDF5 file"):
+        extract_seg(dataset, tmp_path / "broken.h5", tmp_path / "seg.h5")
+    assert not (tmp_path / "pose.h5").exists() and not (tmp_path / "seg.h5").exists()
+
+
+@pytest.mark.parametrize("backend,package,key", [("mmpose", "mmpose", "pose"), ("mmseg", "mmseg", "seg")])
+def test_mm_backend_fails_clearly_without_its_files(tmp_path, backend, package, key):
+    settings = default_dataset(**{key: {"backend": backend}})[key]
+    if importlib.util.find_spec(package) is None:
+        with pytest.raises(ConfigError, match=rf"{key}\.backend: {backend} is selected but cannot be imported"):
+            backend_files(settings, key)
+        return
+    with pytest.raises(ConfigError, match=rf"{key}\.{backend}\.config: required"):
+        backend_files(settings, key)
+    settings[backend].update(config=str(tmp_path / "model.py"), checkpoint=str(tmp_path / "model.pth"))
+    with pytest.raises(ConfigError, match=rf"{key}\.{backend}\.config: file not found"):
+        backend_files(settings, key)
