@@ -27,8 +27,8 @@ def demo_run(tmp_path_factory):
         test_fraction: 0.34
         shard_size: 4
         strict: true
-        demo: {num_classes: 3, videos_per_class: 3, num_frames: 12, width: 96, height: 72}
-        frames: {short_side: 48}
+        demo: {num_classes: 3, videos_per_class: 3, num_frames: 12, width: 128, height: 96}
+        frames: {short_side: 96}
         flow: {method: farneback}
         pose: {short_side: 24, sigma: 1.0}
         seg: {short_side: 24}
@@ -46,6 +46,7 @@ def test_demo_pipeline_builds_every_shard(demo_run):
     assert read_manifest(results / "excluded.tsv") == []
     index = (results / "views.tsv").read_text().splitlines()
     assert len(index) == 1 + 4 * 3  # header, 3 shards of 4 + 4 + 1 videos, 4 views
+    found, coverage = [], []
     for shard in ("00000", "00001", "00002"):
         views = {view: ShardReader(results / "views" / view / f"{shard}.h5", view=view)
                  for view in ("rgb", "flow", "pose", "seg")}
@@ -53,16 +54,23 @@ def test_demo_pipeline_builds_every_shard(demo_run):
             for reader in views.values():
                 assert reader.video_ids == views["rgb"].video_ids
             for video in views["rgb"].video_ids:
-                assert views["rgb"].read(video).shape == (12, 48, 64, 3)
+                assert views["rgb"].read(video).shape == (12, 96, 128, 3)
                 flow = views["flow"].read(video)
-                assert flow.shape == (11, 48, 64, 2)
+                assert flow.shape == (11, 96, 128, 2)
                 # the demo's motion shows in the flow: not all zero-motion (128)
                 assert np.abs(flow.astype(int) - 128).mean() > 0.5
-                assert views["pose"].read(video).shape == (12, 17, 24, 32)
-                assert views["seg"].read(video).shape == (12, 24, 32)
+                pose = views["pose"].read(video)
+                assert pose.shape == (12, 17, 24, 32)
+                found.append((pose.reshape(12, -1).max(axis=1) >= 128).mean())
+                seg = views["seg"].read(video)
+                assert seg.shape == (12, 24, 32)
+                coverage.append((seg >= 128).mean())
         finally:
             for reader in views.values():
                 reader.close()
+    # the demo's person is found by the real pose and segmentation models
+    assert np.mean(found) >= 0.8
+    assert 0.1 < np.mean(coverage) < 0.9
     for log in ("demo.log", "manifest.log", "views.log", "frames/00000.log", "flow/00002.log"):
         assert (results / "logs" / log).is_file()
     assert (results / "benchmarks" / "flow" / "00000.tsv").is_file()
@@ -136,6 +144,19 @@ def test_real_clips_in_official_layouts(tmp_path, ucf_splits, hmdb_splits, video
             for video in usable:
                 assert flow.num_frames(video) == rgb.num_frames(video) - 1
                 assert rgb.read(video, 0, 1).shape[1] == 48
+
+
+def test_missing_mm_backend_fails_before_any_job(tmp_path):
+    write_yaml(tmp_path / "mm.yaml", """
+        layout: demo
+        root: results/mm/videos
+        pose: {backend: mmpose}
+    """)
+    config = workflow_config(tmp_path, {"mm": "mm.yaml"}, ["mm"])
+    result = run_snakemake(tmp_path, "--configfile", str(config), "-n", check=False)
+    assert result.returncode != 0
+    assert "mm.yaml: pose.backend: mmpose is selected" in result.stdout + result.stderr
+    assert not (tmp_path / "results").exists()
 
 
 def test_lint_is_clean():

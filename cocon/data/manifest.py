@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import logging
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
+from cocon.parallel import process_pool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,7 +63,7 @@ def build_manifest(dataset: dict, threads: int = 1) -> list[ManifestRow]:
     paths = [resolve_path(root, entry.relpath) for entry in entries]
     progress = dict(total=len(paths), desc=f"probing {dataset['name']} videos", unit="video", mininterval=5)
     if threads > 1:
-        with ProcessPoolExecutor(threads) as pool:
+        with process_pool(threads) as pool:
             probes = list(tqdm(pool.map(_probe, paths, chunksize=8), **progress))
     else:
         probes = [_probe(path) for path in tqdm(paths, **progress)]

@@ -6,7 +6,7 @@ means the same moment in every view by construction.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ProcessPoolExecutor
+from cocon.parallel import process_pool
 from functools import partial
 from typing import Callable
 
@@ -52,7 +52,7 @@ def derive_view(view: str, rgb_path, out_path, compute: Callable[[np.ndarray], n
     log.info("shard %s: %s view of %d videos with %d processes", shard, view, len(video_ids), threads)
     with ShardWriter(out_path, view, shard_attrs) as writer:
         if threads > 1:
-            with ProcessPoolExecutor(threads) as pool:
+            with process_pool(threads) as pool:
                 results = zip(video_ids, pool.map(work, video_ids))
                 for video_id, data in results:
                     _add(writer, video_id, data, video_attrs[video_id], compression)

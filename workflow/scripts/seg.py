@@ -1,5 +1,7 @@
 from cocon.logs import stage_logging
 from cocon.views.seg import extract_seg
 
-with stage_logging(snakemake.log[0]):
-    extract_seg(snakemake.params.dataset, snakemake.input.rgb, snakemake.output[0], snakemake.threads)
+# guarded: worker processes re-import this file as __mp_main__, without the snakemake object
+if __name__ == "__main__":
+    with stage_logging(snakemake.log[0]):
+        extract_seg(snakemake.params.dataset, snakemake.input.rgb, snakemake.output[0], snakemake.threads)
