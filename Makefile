@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.flow_overhead
 	$(BIN)/python -m bench.rgb_bytes
 	$(BIN)/python -m bench.dry_run
+	$(BIN)/python -m bench.pose_seg
 
 clean-demo:
 	rm -rf results/demo
