@@ -1,5 +1,5 @@
-# CoCon: raw videos -> manifest -> view shards (rgb, flow, pose, seg) (-> pretraining -> fine-tuning, later stages).
-# Targets: results/{dataset}/views.tsv builds every view shard of a dataset.
+# CoCon: raw videos -> manifest -> view shards (rgb, flow, pose, seg) -> CPC per view -> CoCon jointly.
+# Targets: results/{dataset}/views.tsv (every view shard), results/{dataset}/pretrain/{method}/{view}.pt.
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
@@ -19,6 +19,7 @@ include: "workflow/rules/flow.smk"
 include: "workflow/rules/pose.smk"
 include: "workflow/rules/seg.smk"
 include: "workflow/rules/views.smk"
+include: "workflow/rules/pretrain.smk"
 
 
 rule all:

@@ -69,6 +69,24 @@ def cmd_show(args) -> None:
     print(contact_sheet(args.views, args.manifest, args.video, args.out, args.rows))
 
 
+def _view_paths(pairs: list[str] | None, option: str) -> dict[str, str]:
+    paths = {}
+    for pair in pairs or []:
+        view, sep, path = pair.partition("=")
+        if not sep:
+            raise ValueError(f"{option} {pair!r}: expected VIEW=PATH")
+        paths[view] = path
+    return paths
+
+
+def cmd_pretrain(args) -> None:
+    from cocon.train.pretrain import PretrainJob, launch
+
+    outputs = _view_paths(args.out, "--out")
+    launch(PretrainJob(_dataset(args), args.method, list(outputs), args.views_dir, args.manifest, outputs,
+                       args.state, _view_paths(args.init, "--init") or None, args.epochs))
+
+
 def cmd_inspect(args) -> None:
     from cocon.data.shards import ShardReader
 
@@ -117,6 +135,16 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--rgb", required=True, help="input rgb shard (.h5)")
         sub.add_argument("--out", required=True, help=f"output {name} shard (.h5)")
         sub.add_argument("--threads", type=int, default=1, help="processes (videos in parallel)")
+
+    sub = command("pretrain", cmd_pretrain, "pretrain per-view (cpc) or joint (cocon, cpc+sim, cpc+sync) encoders")
+    sub.add_argument("--method", required=True, choices=["cpc", "cocon", "cpc+sim", "cpc+sync"])
+    sub.add_argument("--views-dir", required=True, help="the views folder, e.g. results/demo/views")
+    sub.add_argument("--manifest", required=True, help="the dataset's manifest.tsv")
+    sub.add_argument("--out", required=True, action="append", metavar="VIEW=PATH",
+                     help="final checkpoint per view (one for cpc, one per view for joint methods)")
+    sub.add_argument("--init", action="append", metavar="VIEW=PATH", help="cpc checkpoint per view (joint methods)")
+    sub.add_argument("--state", required=True, help="folder for the per-epoch state a rerun resumes from")
+    sub.add_argument("--epochs", type=int, help="override pretrain.cpc_epochs / cocon_epochs")
 
     sub = command("show", cmd_show, "render a contact sheet PNG of one video from its view shards", dataset=False)
     sub.add_argument("--views", required=True, help="the views folder, e.g. results/ucf101/views")

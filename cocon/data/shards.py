@@ -173,6 +173,20 @@ class ShardReader:
             return np.zeros((0, 0, 0, 3), dtype=np.uint8)
         return np.stack([decode_jpeg(encoded, f"{self.path}:{video_id}") for encoded in raw])
 
+    def read_frames(self, video_id: str, indices) -> np.ndarray:
+        """Frames at ``indices`` (any order, repeats allowed), decoded as ``read`` does, with
+        one contiguous read from the smallest to the largest index."""
+        indices = np.asarray(indices, dtype=np.int64)
+        first, last = int(indices.min()), int(indices.max())
+        if first < 0 or last >= self.num_frames(video_id):
+            raise ShardError(f"{self.path}: frames {first}..{last} requested, {video_id!r} has {self.num_frames(video_id)}")
+        raw = self.read_raw(video_id, first, last + 1)
+        if self.view != "rgb":
+            return np.asarray(raw)[indices - first]
+        where = f"{self.path}:{video_id}"
+        decoded = {index: decode_jpeg(raw[index - first], where) for index in np.unique(indices)}
+        return np.stack([decoded[index] for index in indices])
+
     def close(self) -> None:
         self._file.close()
 

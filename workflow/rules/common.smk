@@ -15,13 +15,14 @@ for _name, _dataset in DATASETS.items():
         if _target not in DATASETS:
             raise ValueError(f"targets: {_target!r} is not one of the datasets {sorted(DATASETS)}")
 
-VIEWS = ["rgb", "flow", "pose", "seg"]
+VIEWS = config["views"]
 
 
 wildcard_constraints:
     dataset="|".join(DATASETS),
     shard=r"\d{5}",
     view="|".join(VIEWS),
+    method=r"cocon|cpc\+sim|cpc\+sync",
 
 
 @cache
@@ -37,7 +38,7 @@ def dataset_params(dataset, *sections):
     Passing only these as params keeps Snakemake's params rerun trigger precise: a change
     to the flow settings reruns flow, not the manifest or the frames.
     """
-    stage_sections = {"frames", "flow", "pose", "seg", "split"}
+    stage_sections = {"frames", "flow", "pose", "seg", "pretrain", "split"}
     ds = DATASETS[dataset]
     return {key: value for key, value in ds.items() if key not in stage_sections or key in sections}
 
@@ -47,9 +48,12 @@ def model_files(dataset, view):
     return backend_files(DATASETS[dataset][view], f"{config['datasets'][dataset]}: {view}")
 
 
+def view_shard_paths(dataset, views):
+    return expand("results/{dataset}/views/{view}/{shard}.h5", dataset=dataset, view=views, shard=shards(dataset))
+
+
 def view_shards(wildcards):
-    return expand("results/{dataset}/views/{view}/{shard}.h5", dataset=wildcards.dataset, view=VIEWS,
-                  shard=shards(wildcards.dataset))
+    return view_shard_paths(wildcards.dataset, VIEWS)
 
 
 def demo_videos(wildcards):
@@ -59,4 +63,8 @@ def demo_videos(wildcards):
 
 
 def all_targets():
-    return expand("results/{dataset}/views.tsv", dataset=config["targets"])
+    targets = expand("results/{dataset}/views.tsv", dataset=config["targets"])
+    for dataset in config["targets"]:
+        targets += expand("results/{dataset}/pretrain/{method}/{view}.pt", dataset=dataset,
+                          method=DATASETS[dataset]["pretrain"]["joint_methods"], view=VIEWS)
+    return targets

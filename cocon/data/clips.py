@@ -1,0 +1,244 @@
+"""Clips for training and testing: N blocks of K frames, 1 frame in ``stride``, from the view shards.
+
+A multi-view sample takes every view from the same time window of the same video. All
+randomness of a sample (its start, crops, flips, jitter) comes from a generator seeded
+by (seed, epoch, index), so a sample is the same whatever the number of workers and
+after a resume.
+
+Short videos: when a video has fewer usable frames than a window spans, the frame
+indices wrap around (the video is looped), never padded with zeros. Usable frames are
+``num_frames - 1``, the length of the flow view, so that every view has every index.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision.transforms.v2.functional as TF
+
+from cocon.data.shards import ShardReader
+
+VIEW_CHANNELS = {"rgb": 3, "flow": 2, "pose": 17, "seg": 1}
+# COCO keypoints after a horizontal flip: left and right swap
+POSE_FLIP_ORDER = (0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    num_blocks: int = 8
+    block_length: int = 5
+    stride: int = 3
+
+    @property
+    def num_frames(self) -> int:
+        return self.num_blocks * self.block_length
+
+    @property
+    def span(self) -> int:
+        """Frames of the video one window covers, from its first to its last frame."""
+        return (self.num_frames - 1) * self.stride + 1
+
+
+def usable_frames(num_frames: int) -> int:
+    return max(num_frames - 1, 1)
+
+
+def window_indices(num_frames: int, spec: ClipSpec, start: int) -> np.ndarray:
+    """Frame indices of the window starting at ``start``, looped over short videos."""
+    return (start + np.arange(spec.num_frames) * spec.stride) % usable_frames(num_frames)
+
+
+def dense_starts(num_frames: int, spec: ClipSpec) -> list[int]:
+    """Starts of the test windows: windows of N blocks overlapping by half (N/2 blocks),
+    covering the video; a video shorter than one window gets one (looped) window."""
+    usable = usable_frames(num_frames)
+    if usable <= spec.span:
+        return [0]
+    step = spec.num_frames // 2 * spec.stride
+    starts = list(range(0, usable - spec.span + 1, step))
+    if starts[-1] + spec.span < usable:
+        starts.append(usable - spec.span)
+    return starts
+
+
+@dataclass(frozen=True)
+class VideoRef:
+    video_id: str
+    shard: str
+    num_frames: int
+    label_index: int
+
+
+def sample_seed(*keys: int) -> int:
+    """A well-mixed 64-bit seed from integer keys (seed, epoch, item)."""
+    return int(np.random.SeedSequence(list(keys)).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def _uniform(generator: torch.Generator, low: float, high: float) -> float:
+    return low + (high - low) * torch.rand((), generator=generator).item()
+
+
+def crop_box(height: int, width: int, generator: torch.Generator | None) -> tuple[int, int, int, int]:
+    """(top, left, h, w): a random crop of 50-100% of the area with aspect 3/4-4/3 (DPC's
+    RandomSizedCrop), or the central square when ``generator`` is None (testing)."""
+    if generator is None:
+        side = min(height, width)
+        return (height - side) // 2, (width - side) // 2, side, side
+    area = height * width
+    for _ in range(10):
+        target = _uniform(generator, 0.5, 1.0) * area
+        aspect = np.exp(_uniform(generator, np.log(3 / 4), np.log(4 / 3)))
+        w = int(round(np.sqrt(target * aspect)))
+        h = int(round(np.sqrt(target / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            top = int(torch.randint(0, height - h + 1, (), generator=generator))
+            left = int(torch.randint(0, width - w + 1, (), generator=generator))
+            return top, left, h, w
+    side = min(height, width)
+    return (height - side) // 2, (width - side) // 2, side, side
+
+
+def to_view_tensor(view: str, frames: np.ndarray) -> torch.Tensor:
+    """Stored frames to float ``[T, C, H, W]``: rgb and flow in [0, 1], pose and seg in [0, 1]."""
+    if view in ("rgb", "flow"):
+        tensor = torch.from_numpy(frames).permute(0, 3, 1, 2)
+    elif view == "pose":
+        tensor = torch.from_numpy(frames)
+    elif view == "seg":
+        tensor = torch.from_numpy(frames)[:, None]
+    else:
+        raise ValueError(f"unknown view {view!r}")
+    return tensor.float() / 255
+
+
+def augment(view: str, clip: torch.Tensor, size: int, generator: torch.Generator | None) -> torch.Tensor:
+    """Crop and resize to ``size`` (the same box for the whole clip), then per view: rgb is
+    flipped for the whole clip and colour-jittered and greyed frame by frame; flow gets the
+    crop only (a flip would have to negate u); pose and seg are flipped, pose swapping its
+    left and right keypoints. ``generator`` None: central crop, nothing random (testing)."""
+    top, left, h, w = crop_box(clip.shape[-2], clip.shape[-1], generator)
+    clip = TF.resized_crop(clip, top, left, h, w, [size, size], antialias=True)
+    if generator is None or view == "flow":
+        return clip
+    if torch.rand((), generator=generator) < 0.5:
+        clip = TF.hflip(clip)
+        if view == "pose":
+            clip = clip[:, list(POSE_FLIP_ORDER)]
+    if view == "rgb":
+        frames = []
+        for frame in clip:
+            frame = TF.adjust_brightness(frame, _uniform(generator, 0.5, 1.5))
+            frame = TF.adjust_contrast(frame, _uniform(generator, 0.5, 1.5))
+            frame = TF.adjust_saturation(frame, _uniform(generator, 0.5, 1.5))
+            frame = TF.adjust_hue(frame, _uniform(generator, -0.25, 0.25))
+            if torch.rand((), generator=generator) < 0.5:
+                frame = TF.rgb_to_grayscale(frame, num_output_channels=3)
+            frames.append(frame)
+        clip = torch.stack(frames).clamp(0, 1)
+    return clip
+
+
+def normalize(view: str, clip: torch.Tensor) -> torch.Tensor:
+    if view == "rgb":
+        return TF.normalize(clip, IMAGENET_MEAN, IMAGENET_STD)
+    if view == "flow":
+        return clip * 2 - 1
+    return clip
+
+
+class ClipDataset(torch.utils.data.Dataset):
+    """Samples ``{view: [N, C, K, size, size]}`` windows of videos from their view shards.
+
+    ``train``: one random window per video and epoch, augmented (index it with
+    (epoch, item)). Otherwise every dense
+    test window (``dense_starts``) is an item, centrally cropped and not augmented.
+    """
+
+    def __init__(self, videos: list[VideoRef], views_dir: str | os.PathLike, views: list[str],
+                 sizes: dict[str, int], spec: ClipSpec, train: bool, seed: int = 0):
+        if not videos:
+            raise ValueError("ClipDataset: no videos to sample from")
+        self.videos = videos
+        self.views_dir = Path(views_dir)
+        self.views = list(views)
+        self.sizes = sizes
+        self.spec = spec
+        self.train = train
+        self.seed = seed
+        if train:
+            self.items = [(index, None) for index in range(len(videos))]
+        else:
+            self.items = [(index, start) for index, video in enumerate(videos)
+                          for start in dense_starts(video.num_frames, spec)]
+        self._readers: dict[tuple[str, str], ShardReader] = {}
+        self._pid = None
+
+    def __getstate__(self) -> dict:
+        # open HDF5 handles stay behind; worker processes open their own
+        return {**self.__dict__, "_readers": {}, "_pid": None}
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _reader(self, view: str, shard: str) -> ShardReader:
+        # h5py handles do not survive a fork: each worker process opens its own
+        if self._pid != os.getpid():
+            self._readers, self._pid = {}, os.getpid()
+        key = (view, shard)
+        if key not in self._readers:
+            self._readers[key] = ShardReader(self.views_dir / view / f"{shard}.h5", view=view)
+        return self._readers[key]
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        """``key``: an item, or (epoch, item) for training, so that persistent worker
+        processes get the epoch with each request (see EpochSampler)."""
+        epoch, item = key if isinstance(key, tuple) else (0, key)
+        video_index, start = self.items[item]
+        video = self.videos[video_index]
+        generator = None
+        if self.train:
+            generator = torch.Generator().manual_seed(sample_seed(self.seed, epoch, item))
+            room = usable_frames(video.num_frames) - self.spec.span
+            start = int(torch.randint(0, room + 1, (), generator=generator)) if room > 0 else 0
+        indices = window_indices(video.num_frames, self.spec, start)
+        sample = {"label": video.label_index, "video": video_index, "start": start}
+        spec = self.spec
+        for view in self.views:
+            frames = self._reader(view, video.shard).read_frames(video.video_id, indices)
+            clip = normalize(view, augment(view, to_view_tensor(view, frames), self.sizes[view], generator))
+            frames_count, channels, height, width = clip.shape
+            assert frames_count == spec.num_frames and channels == VIEW_CHANNELS[view], clip.shape
+            # [N*K, C, H, W] -> [N, C, K, H, W]: blocks of K consecutive sampled frames
+            blocks = clip.reshape(spec.num_blocks, spec.block_length, channels, height, width).transpose(1, 2)
+            sample[view] = blocks.contiguous()
+        return sample
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """Yields (epoch, item) keys in an order shuffled by (seed, epoch), this process's share
+    of them when ``world_size`` > 1; every process gets the same number of whole batches."""
+
+    def __init__(self, length: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
+        self.length, self.batch_size, self.seed = length, batch_size, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+        self.batches = length // (batch_size * world_size)
+        if self.batches == 0:
+            raise ValueError(f"{length} training videos make no whole batch of {batch_size} x {world_size} processes")
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.batches * self.batch_size
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch))
+        order = torch.randperm(self.length, generator=generator)[: self.batches * self.batch_size * self.world_size]
+        for item in order[self.rank::self.world_size].tolist():
+            yield self.epoch, item

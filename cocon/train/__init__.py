@@ -1,0 +1,1 @@
+"""Training: pretraining (CPC per view, CoCon jointly), checkpoints, distributed helpers."""

@@ -1,0 +1,268 @@
+"""Pretraining: one loop for CPC (one view, lambda 0) and CoCon (several views).
+
+Methods (the paper's Table 1): ``cpc`` trains one view alone with the dense NCE loss;
+``cocon``, ``cpc+sim`` and ``cpc+sync`` train several views jointly, each starting from
+its ``cpc`` checkpoint, adding lambda * (sync + alpha * sim) over every pair of views, or
+one of the two terms.
+
+The output is one checkpoint per view; a state folder beside it holds the checkpoint of
+the last finished epoch (models, optimizer, scheduler, RNG, metrics), from which a
+killed run resumes.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from cocon.config import config_hash
+from cocon.data.clips import VIEW_CHANNELS, ClipDataset, ClipSpec, EpochSampler, VideoRef
+from cocon.data.manifest import read_manifest
+from cocon.losses import cocon_loss, dense_nce_accuracy, pool_blocks
+from cocon.models import DPC
+from cocon.train import checkpoints
+from cocon.train.distributed import Runtime, average, gather, setup, shutdown
+
+log = logging.getLogger(__name__)
+
+METHODS = {
+    "cpc": dict(joint=False, use_sync=False, use_sim=False),
+    "cpc+sim": dict(joint=True, use_sync=False, use_sim=True),
+    "cpc+sync": dict(joint=True, use_sync=True, use_sim=False),
+    "cocon": dict(joint=True, use_sync=True, use_sim=True),
+}
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the message names the step and every loss term."""
+
+
+def build_model(settings: dict, view: str) -> DPC:
+    return DPC(backbone=settings["backbone"], in_channels=VIEW_CHANNELS[view], num_blocks=settings["num_blocks"],
+               pred_steps=settings["pred_steps"], normalize=settings["normalize"], width=settings["width"])
+
+
+def model_config(settings: dict, view: str) -> dict:
+    """What ``build_model`` needs, stored in every checkpoint so it rebuilds the model alone."""
+    keys = ("backbone", "width", "num_blocks", "pred_steps", "block_length", "frame_stride", "normalize")
+    return {"view": view, "input_size": settings["input_size"][view], **{key: settings[key] for key in keys}}
+
+
+class MultiViewDPC(nn.Module):
+    """One DPC per view, run on the same clips; returns {view: (pred, gt, z)}."""
+
+    def __init__(self, models: dict[str, DPC]):
+        super().__init__()
+        self.models = nn.ModuleDict(models)
+
+    def forward(self, clips: dict[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, ...]]:
+        return {view: model(clips[view]) for view, model in self.models.items()}
+
+
+def videos_of(manifest_path, split: int, role: str) -> list[VideoRef]:
+    return [VideoRef(row.video_id, row.shard, row.num_frames, row.label_index)
+            for row in read_manifest(manifest_path) if row.ok and row.role(split) == role]
+
+
+@dataclass
+class PretrainJob:
+    dataset: dict
+    method: str
+    views: list[str]
+    views_dir: str
+    manifest: str
+    outputs: dict[str, str]            # view -> final checkpoint
+    state_dir: str
+    init: dict[str, str] | None = None  # view -> cpc checkpoint (joint methods)
+    epochs: int | None = None           # default: cpc_epochs or cocon_epochs
+    threads: int | None = None          # torch CPU threads (default: torch's choice)
+
+
+def _losses(outputs, runtime: Runtime, settings: dict, method: dict):
+    preds, gts, blocks = {}, {}, {}
+    for view, (pred, gt, z) in outputs.items():
+        preds[view] = gather(pred.float(), runtime)
+        gts[view] = gather(gt.float(), runtime)
+        blocks[view] = gather(pool_blocks(z.float()), runtime)
+    total, terms = cocon_loss(preds, gts, blocks, lambda_=settings["lambda"] if method["joint"] else 0.0,
+                              alpha=settings["alpha"], temperature=settings["temperature"],
+                              sync_p=settings["sync_p"], use_sync=method["use_sync"], use_sim=method["use_sim"])
+    accuracy = {f"top1/{view}": dense_nce_accuracy(preds[view], gts[view]) for view in preds}
+    return total, terms, accuracy
+
+
+def run_pretraining(job: PretrainJob) -> None:
+    settings = job.dataset["pretrain"]
+    method = METHODS[job.method]
+    if method["joint"] != (len(job.views) > 1):
+        raise ValueError(f"method {job.method!r} needs {'several views' if method['joint'] else 'one view'}, "
+                         f"got {job.views}")
+    runtime = setup(settings["gpus"])
+    try:
+        _train(job, settings, method, runtime)
+    finally:
+        shutdown(runtime)
+
+
+def _train(job: PretrainJob, settings: dict, method: dict, runtime: Runtime) -> None:
+    torch.manual_seed(settings["seed"])
+    if job.threads:
+        torch.set_num_threads(job.threads)
+    device = runtime.device
+    cuda = device.type == "cuda"
+    epochs = job.epochs or settings["cocon_epochs" if method["joint"] else "cpc_epochs"]
+    fingerprint = config_hash({"pretrain": settings, "method": job.method, "views": job.views, "epochs": epochs,
+                               "init": job.init})
+    models = {view: build_model(settings, view) for view in job.views}
+    if job.init:
+        for view in job.views:
+            state = checkpoints.load(job.init[view])
+            models[view].load_state_dict(state["model"])
+            log.info("%s: initialised from %s (epoch %s)", view, job.init[view], state["epoch"])
+    model = MultiViewDPC(models).to(device)
+    if cuda:
+        model = model.to(memory_format=torch.channels_last_3d)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"])
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.1,
+                                                           patience=settings["plateau_patience"],
+                                                           min_lr=settings["min_lr"])
+    state_path = Path(job.state_dir) / "last.pt"
+    start_epoch, history = 0, []
+    if state_path.exists():
+        state = checkpoints.load(state_path)
+        if state["fingerprint"] == fingerprint:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            torch.set_rng_state(state["torch_rng"])
+            if cuda and state.get("cuda_rng") is not None:
+                torch.cuda.set_rng_state(state["cuda_rng"])
+            start_epoch, history = state["epoch"] + 1, state["history"]
+            log.info("resuming from %s after epoch %d", state_path, state["epoch"])
+        else:
+            log.info("%s was written with other settings; starting over", state_path)
+    trained = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if cuda else None) \
+        if runtime.distributed else model
+
+    spec = ClipSpec(settings["num_blocks"], settings["block_length"], settings["frame_stride"])
+    videos = videos_of(job.manifest, job.dataset["split"], "train")
+    dataset = ClipDataset(videos, job.views_dir, job.views, settings["input_size"], spec, train=True,
+                          seed=settings["seed"])
+    sampler = EpochSampler(len(dataset), settings["batch_size"], settings["seed"], runtime.rank, runtime.world_size)
+    workers = settings["workers"]
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=settings["batch_size"], sampler=sampler, num_workers=workers, pin_memory=cuda,
+        drop_last=True, persistent_workers=workers > 0,
+        # forkserver: forking a process whose libraries run threads can deadlock the child
+        multiprocessing_context="forkserver" if workers > 0 else None,
+    )
+    log.info("%s on %s: %d training videos, %d steps per epoch, epochs %d..%d, %d process(es) on %s",
+             job.method, "+".join(job.views), len(videos), len(loader), start_epoch, epochs - 1,
+             runtime.world_size, device)
+    writer = _tensorboard(job.state_dir) if runtime.is_main else None
+    for epoch in range(start_epoch, epochs):
+        sampler.set_epoch(epoch)
+        trained.train()
+        sums: dict[str, float] = {}
+        started, steps = time.perf_counter(), 0
+        progress = tqdm(loader, desc=f"{job.method} epoch {epoch}", disable=not runtime.is_main, mininterval=10)
+        for step, batch in enumerate(progress):
+            clips = {view: batch[view].to(device, non_blocking=True) for view in job.views}
+            if cuda:
+                clips = {view: clip.to(memory_format=torch.channels_last_3d) for view, clip in clips.items()}
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+                outputs = trained(clips)
+            total, terms, accuracy = _losses(outputs, runtime, settings, method)
+            if not torch.isfinite(total):
+                values = ", ".join(f"{name} {value.item():.4g}" for name, value in terms.items())
+                raise NonFiniteLossError(f"epoch {epoch} step {step}: loss {total.item()} is not finite ({values}); "
+                                         f"the last good state is {state_path}")
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            optimizer.step()
+            for name, value in {"loss": total, **terms, **accuracy}.items():
+                sums[name] = sums.get(name, 0.0) + float(value.detach())
+            steps += 1
+        seconds = time.perf_counter() - started
+        row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
+               **{name: average(value / steps, runtime) for name, value in sums.items()},
+               "seconds": round(seconds, 2),
+               "clips_per_s": round(steps * settings["batch_size"] * runtime.world_size / seconds, 2)}
+        scheduler.step(row["loss"])
+        history.append(row)
+        if runtime.is_main:
+            log.info("epoch %d: %s", epoch, ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"))
+            _write_metrics(Path(job.state_dir) / "metrics.csv", history)
+            for name, value in row.items():
+                if name != "epoch":
+                    writer.add_scalar(name, value, epoch)
+            checkpoints.save({"fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(),
+                              "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                              "torch_rng": torch.get_rng_state(),
+                              "cuda_rng": torch.cuda.get_rng_state() if cuda else None,
+                              "history": history}, state_path)
+    if runtime.is_main:
+        writer.close()
+        for view in job.views:
+            checkpoints.save({"method": job.method, "view": view, "views": job.views,
+                              "dataset": job.dataset["name"], "epoch": epochs - 1,
+                              "model": {key: value.cpu() for key, value in models[view].state_dict().items()},
+                              "model_config": model_config(settings, view), "fingerprint": fingerprint,
+                              "history": history}, job.outputs[view])
+            log.info("wrote %s", job.outputs[view])
+
+
+def _tensorboard(state_dir: str):
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(Path(state_dir) / "tensorboard"))
+
+
+def _write_metrics(path: Path, history: list[dict]) -> None:
+    columns = list(dict.fromkeys(key for row in history for key in row))
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, columns)
+        writer.writeheader()
+        writer.writerows(history)
+    os.replace(tmp, path)
+
+
+def load_pretrained(path: str | os.PathLike) -> tuple[DPC, dict]:
+    """A pretrained view model and its checkpoint's metadata (read with weights_only=True)."""
+    state = checkpoints.load(path)
+    config = state["model_config"]
+    model = build_model(config, config["view"])
+    model.load_state_dict(state["model"])
+    return model, state
+
+
+def launch(job: PretrainJob) -> None:
+    """Run ``job`` here, or, when it asks for more than one GPU, as one torchrun job with a
+    process per GPU (DistributedDataParallel); the job travels as JSON."""
+    gpus = job.dataset["pretrain"]["gpus"]
+    if gpus <= 1:
+        run_pretraining(job)
+        return
+    job_file = Path(job.state_dir) / "job.json"
+    job_file.parent.mkdir(parents=True, exist_ok=True)
+    job_file.write_text(json.dumps(asdict(job)))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
+               "-m", "cocon.train.pretrain", str(job_file)]
+    log.info("starting %s", " ".join(command))
+    subprocess.run(command, check=True)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    run_pretraining(PretrainJob(**json.loads(Path(sys.argv[1]).read_text())))

@@ -1,0 +1,181 @@
+"""The pretraining loop: CPC and CoCon on tiny models, resume after a kill, the distributed
+path, and non-finite losses."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from cocon.config import load_schema, validate
+from cocon.data.clips import ClipDataset, ClipSpec
+from cocon.data.demo import generate_demo
+from cocon.data.manifest import run_manifest
+from cocon.train import checkpoints
+from cocon.train.distributed import Runtime, setup, shutdown
+from cocon.train.pretrain import (
+    METHODS, NonFiniteLossError, PretrainJob, _losses, build_model, load_pretrained, run_pretraining, videos_of,
+)
+from cocon.views.flow import extract_flow
+from cocon.views.frames import extract_frames
+
+TINY = {"width": 0.125, "num_blocks": 4, "pred_steps": 1, "block_length": 2, "frame_stride": 2,
+        "input_size": {"rgb": 32, "flow": 32, "pose": 32, "seg": 32}, "batch_size": 4, "workers": 0, "gpus": 0,
+        "plateau_patience": 1}
+
+
+def tiny_dataset(root: Path, **pretrain) -> dict:
+    dataset = validate({"layout": "demo", "root": str(root / "videos"), "test_fraction": 0.25,
+                        "demo": {"num_classes": 3, "videos_per_class": 4, "num_frames": 20, "width": 64, "height": 48},
+                        "frames": {"short_side": 48}, "flow": {"method": "farneback"},
+                        "pretrain": {**TINY, **pretrain}}, load_schema("dataset.schema.yaml"), "tiny")
+    dataset["name"] = "tiny"
+    return dataset
+
+
+@pytest.fixture(scope="module")
+def tiny_views(tmp_path_factory):
+    """rgb and flow shards of a 12-video demo set (9 for training)."""
+    root = tmp_path_factory.mktemp("pretrain")
+    dataset = tiny_dataset(root)
+    generate_demo(root / "videos", **dataset["demo"])
+    run_manifest(dataset, root / "manifest.tsv", root / "excluded.tsv")
+    extract_frames(dataset, root / "manifest.tsv", "00000", root / "views" / "rgb" / "00000.h5")
+    extract_flow(dataset, root / "views" / "rgb" / "00000.h5", root / "views" / "flow" / "00000.h5")
+    return root
+
+
+def job(root: Path, tmp: Path, method: str, views: list[str], epochs: int, init=None, **pretrain) -> PretrainJob:
+    return PretrainJob(tiny_dataset(root, **pretrain), method, views, str(root / "views"), str(root / "manifest.tsv"),
+                       {view: str(tmp / f"{method}-{view}.pt") for view in views}, str(tmp / f"{method}.state"),
+                       init=init, epochs=epochs, threads=1)
+
+
+def test_cpc_then_cocon(tiny_views, tmp_path):
+    for view in ("rgb", "flow"):
+        run_pretraining(job(tiny_views, tmp_path, "cpc", [view], epochs=2))
+    init = {view: str(tmp_path / f"cpc-{view}.pt") for view in ("rgb", "flow")}
+    run_pretraining(job(tiny_views, tmp_path, "cocon", ["rgb", "flow"], epochs=2, init=init))
+    for view in ("rgb", "flow"):
+        model, state = load_pretrained(tmp_path / f"cocon-{view}.pt")
+        assert state["method"] == "cocon" and state["view"] == view and state["epoch"] == 1
+        assert {"cpc/rgb", "cpc/flow", "sync/flow-rgb", "sim/flow-rgb", "top1/rgb"} <= set(state["history"][-1])
+        # joint training moved the weights away from the cpc initialisation
+        cpc_model, _ = load_pretrained(init[view])
+        cpc_weights = cpc_model.state_dict()
+        assert any(not torch.equal(tensor, cpc_weights[name]) for name, tensor in model.state_dict().items())
+    metrics = (tmp_path / "cocon.state" / "metrics.csv").read_text().splitlines()
+    assert len(metrics) == 3 and metrics[0].startswith("epoch,lr,loss")
+    assert any((tmp_path / "cocon.state" / "tensorboard").iterdir())
+
+
+def test_method_needs_the_right_number_of_views(tiny_views, tmp_path):
+    with pytest.raises(ValueError, match="method 'cocon' needs several views"):
+        run_pretraining(job(tiny_views, tmp_path, "cocon", ["rgb"], epochs=1))
+
+
+def _cli(root: Path, out: Path, epochs: int) -> list[str]:
+    config = out / "tiny.yaml"
+    dataset = tiny_dataset(root)
+    import yaml
+    config.write_text(yaml.safe_dump({key: dataset[key] for key in ("layout", "root", "test_fraction", "demo",
+                                                                     "pretrain")}))
+    return [str(Path(sys.executable).with_name("cocon")), "pretrain", "--dataset", str(config), "--method", "cpc",
+            "--views-dir", str(root / "views"), "--manifest", str(root / "manifest.tsv"),
+            "--out", f"rgb={out / 'rgb.pt'}", "--state", str(out / "state"), "--epochs", str(epochs)]
+
+
+def test_resume_after_kill_matches_an_uninterrupted_run(tiny_views, tmp_path):
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    for folder in (straight, killed):
+        folder.mkdir()
+    subprocess.run(_cli(tiny_views, straight, 4), check=True, capture_output=True, env=environment)
+    process = subprocess.Popen(_cli(tiny_views, killed, 4), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env=environment)
+    state = killed / "state" / "last.pt"
+    deadline = time.time() + 300
+    while not state.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / "rgb.pt").exists(), "the run finished before it could be killed"
+    epoch_at_kill = checkpoints.load(state)["epoch"]
+    assert epoch_at_kill < 3
+    resumed = subprocess.run(_cli(tiny_views, killed, 4), check=True, capture_output=True, text=True, env=environment)
+    assert f"resuming from {state} after epoch {epoch_at_kill}" in resumed.stderr
+    expected, actual = checkpoints.load(straight / "rgb.pt"), checkpoints.load(killed / "rgb.pt")
+    assert expected["model"].keys() == actual["model"].keys()
+    for name, tensor in expected["model"].items():
+        assert torch.equal(tensor, actual["model"][name]), name
+    assert [row["loss"] for row in expected["history"]] == [row["loss"] for row in actual["history"]]
+
+
+def test_non_finite_loss_stops_with_the_terms_and_overwrites_nothing(tiny_views, tmp_path):
+    good = job(tiny_views, tmp_path, "cpc", ["rgb"], epochs=1)
+    run_pretraining(good)
+    before = Path(good.outputs["rgb"]).read_bytes()
+    exploding = job(tiny_views, tmp_path, "cpc", ["rgb"], epochs=2, lr=1e30)
+    with pytest.raises(NonFiniteLossError, match=r"epoch 0 step \d+: loss .* is not finite \(cpc/rgb "):
+        run_pretraining(exploding)
+    assert Path(good.outputs["rgb"]).read_bytes() == before
+
+
+def _free_port() -> int:
+    with socket.socket() as handle:
+        handle.bind(("127.0.0.1", 0))
+        return handle.getsockname()[1]
+
+
+def _batch(root: Path) -> dict:
+    dataset = tiny_dataset(root)
+    settings = dataset["pretrain"]
+    clips = ClipDataset(videos_of(root / "manifest.tsv", 1, "train"), root / "views", ["rgb", "flow"],
+                        settings["input_size"], ClipSpec(settings["num_blocks"], settings["block_length"],
+                                                         settings["frame_stride"]), train=True)
+    return torch.utils.data.default_collate([clips[(0, item)] for item in range(4)])
+
+
+def _loss_and_grads(model, batch, runtime, settings):
+    outputs = model({view: batch[view] for view in ("rgb", "flow")})
+    total, terms, _ = _losses(outputs, runtime, settings, METHODS["cocon"])
+    total.backward()
+    return total.detach(), {name: param.grad.clone() for name, param in model.named_parameters()}
+
+
+def _distributed_worker(rank: int, root: str, port: int, results) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2")
+    runtime = setup(0)
+    torch.manual_seed(0)
+    settings = tiny_dataset(Path(root))["pretrain"]
+    from cocon.train.pretrain import MultiViewDPC
+    model = MultiViewDPC({view: build_model(settings, view) for view in ("rgb", "flow")}).eval()
+    ddp = torch.nn.parallel.DistributedDataParallel(model)
+    batch = _batch(Path(root))
+    half = {view: batch[view][rank * 2:(rank + 1) * 2] for view in ("rgb", "flow")}
+    loss, grads = _loss_and_grads(ddp, half, runtime, settings)
+    results[rank] = (loss, {name.removeprefix("module."): grad for name, grad in grads.items()})
+    shutdown(runtime)
+
+
+def test_distributed_loss_and_gradients_equal_one_process(tiny_views):
+    settings = tiny_dataset(tiny_views)["pretrain"]
+    torch.manual_seed(0)
+    from cocon.train.pretrain import MultiViewDPC
+    model = MultiViewDPC({view: build_model(settings, view) for view in ("rgb", "flow")}).eval()
+    single_loss, single_grads = _loss_and_grads(model, _batch(tiny_views), Runtime(0, 1, torch.device("cpu")),
+                                                settings)
+    results = mp.Manager().dict()
+    mp.spawn(_distributed_worker, args=(str(tiny_views), _free_port(), results), nprocs=2, join=True)
+    for rank in range(2):
+        loss, grads = results[rank]
+        assert torch.allclose(loss, single_loss, rtol=1e-5, atol=1e-5)
+        for name, grad in single_grads.items():
+            # the same sums in another order: equal up to float32 rounding
+            error = (grads[name] - grad).norm() / grad.norm().clamp_min(1e-12)
+            assert error < 1e-4, f"{name}: relative error {error:.2e}"

@@ -1,0 +1,10 @@
+from cocon.logs import stage_logging
+from cocon.train.pretrain import PretrainJob, launch
+
+# guarded: worker processes re-import this file as __mp_main__, without the snakemake object
+if __name__ == "__main__":
+    with stage_logging(snakemake.log[0]):
+        views = snakemake.params.views
+        launch(PretrainJob(snakemake.params.dataset, snakemake.wildcards.method, views, snakemake.params.views_dir,
+                           snakemake.input.manifest, dict(zip(views, snakemake.output)), snakemake.params.state,
+                           init=dict(zip(views, snakemake.input.init)), threads=snakemake.threads))
