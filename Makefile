@@ -15,8 +15,8 @@ $(STAMP): pyproject.toml
 	touch $@
 
 demo: $(STAMP)
-	$(BIN)/snakemake --cores $(CORES) results/demo/views.tsv
-	@echo "demo outputs: results/demo/ (manifest.tsv, views.tsv, views/*/*.h5, logs/)"
+	$(BIN)/snakemake --cores $(CORES)
+	@echo "demo outputs: results/demo/ (manifest.tsv, views.tsv, views/*/*.h5, pretrain/*/*.pt, logs/)"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -29,6 +29,8 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.rgb_bytes
 	$(BIN)/python -m bench.dry_run
 	$(BIN)/python -m bench.pose_seg
+	$(BIN)/python -m bench.train_step
+	$(BIN)/python -m bench.loader
 
 clean-demo:
 	rm -rf results/demo

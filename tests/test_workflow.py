@@ -7,9 +7,16 @@ import pytest
 
 from cocon.data.manifest import read_manifest
 from cocon.data.shards import ShardReader
+from cocon.train.pretrain import load_pretrained
 from tests.conftest import REPO, SNAKEMAKE, run_snakemake, workflow_config, write_yaml
 
 pytestmark = pytest.mark.e2e
+
+# a narrow encoder on small clips: seconds per epoch on 2 CPU cores
+TINY_PRETRAIN = ("{width: 0.125, num_blocks: 4, pred_steps: 1, block_length: 2, frame_stride: 2, "
+                 "input_size: {rgb: 32, flow: 32, pose: 16, seg: 16}, batch_size: 2, workers: 0, gpus: 0, "
+                 "cpc_epochs: 2, cocon_epochs: 1}")
+VIEWS = ("rgb", "flow", "pose", "seg")
 
 
 def planned_jobs(output: str) -> dict[str, int]:
@@ -32,9 +39,10 @@ def demo_run(tmp_path_factory):
         flow: {method: farneback}
         pose: {short_side: 24, sigma: 1.0}
         seg: {short_side: 24}
-    """)
+        pretrain: TINY_PRETRAIN
+    """.replace("TINY_PRETRAIN", TINY_PRETRAIN))
     config = workflow_config(workdir, {"tiny": "tiny.yaml"}, ["tiny"])
-    run_snakemake(workdir, "--configfile", str(config))
+    run_snakemake(workdir, "--configfile", str(config), "--until", "views")
     return workdir, config
 
 
@@ -79,19 +87,37 @@ def test_demo_pipeline_builds_every_shard(demo_run):
 def test_forcerun_flow_recomputes_flow_and_nothing_upstream(demo_run):
     workdir, config = demo_run
     plan = run_snakemake(workdir, "--configfile", str(config), "-n", "--forcerun", "flow")
-    assert planned_jobs(plan.stdout) == {"flow": 3, "views": 1, "all": 1, "total": 5}
+    assert planned_jobs(plan.stdout)["flow"] == 3 and "frames" not in planned_jobs(plan.stdout)
     rgb = workdir / "results" / "tiny" / "views" / "rgb" / "00000.h5"
     flow = workdir / "results" / "tiny" / "views" / "flow" / "00000.h5"
     rgb_time, flow_time = rgb.stat().st_mtime_ns, flow.stat().st_mtime_ns
-    run_snakemake(workdir, "--configfile", str(config), "--forcerun", "flow")
+    run_snakemake(workdir, "--configfile", str(config), "--forcerun", "flow", "results/tiny/views.tsv")
     assert rgb.stat().st_mtime_ns == rgb_time
     assert flow.stat().st_mtime_ns > flow_time
 
 
 def test_forcerun_pose_recomputes_pose_only(demo_run):
     workdir, config = demo_run
-    plan = run_snakemake(workdir, "--configfile", str(config), "-n", "--forcerun", "pose")
-    assert planned_jobs(plan.stdout) == {"pose": 3, "views": 1, "all": 1, "total": 5}
+    plan = run_snakemake(workdir, "--configfile", str(config), "-n", "--forcerun", "pose", "results/tiny/views.tsv")
+    assert planned_jobs(plan.stdout) == {"pose": 3, "views": 1, "total": 4}
+
+
+def test_demo_pretraining_cpc_per_view_then_cocon(demo_run):
+    workdir, config = demo_run
+    targets = [f"results/tiny/pretrain/cocon/{view}.pt" for view in VIEWS]
+    plan = run_snakemake(workdir, "--configfile", str(config), "-n", *targets)
+    assert planned_jobs(plan.stdout) == {"pretrain_cpc": 4, "pretrain_cocon": 1, "total": 5}
+    run_snakemake(workdir, "--configfile", str(config), *targets)
+    pretrain = workdir / "results" / "tiny" / "pretrain"
+    for view in VIEWS:
+        model, state = load_pretrained(pretrain / "cocon" / f"{view}.pt")
+        assert state["views"] == list(VIEWS) and state["model_config"]["input_size"] in (16, 32)
+        assert load_pretrained(pretrain / "cpc" / f"{view}.pt")[1]["epoch"] == 1
+    assert (pretrain / "cocon" / "joint.state" / "metrics.csv").is_file()
+    log = (workdir / "results" / "tiny" / "logs" / "pretrain" / "cocon" / "joint.log").read_text()
+    assert "initialised from results/tiny/pretrain/cpc/pose.pt" in log
+    plan = run_snakemake(workdir, "--configfile", str(config), "-n", "--forcerun", "pretrain_cocon", *targets)
+    assert planned_jobs(plan.stdout) == {"pretrain_cocon": 1, "total": 1}
 
 
 def test_changing_a_flow_setting_reruns_flow_only(demo_run):
@@ -100,8 +126,8 @@ def test_changing_a_flow_setting_reruns_flow_only(demo_run):
     original = settings.read_text()
     settings.write_text(original.replace("method: farneback", "method: farneback, bound: 10"))
     try:
-        plan = run_snakemake(workdir, "--configfile", str(config), "-n")
-        assert planned_jobs(plan.stdout) == {"flow": 3, "views": 1, "all": 1, "total": 5}
+        plan = run_snakemake(workdir, "--configfile", str(config), "-n", "results/tiny/views.tsv")
+        assert planned_jobs(plan.stdout) == {"flow": 3, "views": 1, "total": 4}
     finally:
         settings.write_text(original)
 
@@ -111,10 +137,12 @@ def test_real_clips_in_official_layouts(tmp_path, ucf_splits, hmdb_splits, video
         layout: ucf101
         root: {videos_dir / 'ucf101'}
         splits: {ucf_splits}
-        classes: [PushUps, Shotput]
+        classes: [PushUps, Shotput, HeadMassage, PlayingGuitar, ApplyEyeMakeup]
+        split: 2
         shard_size: 1000
         frames: {{short_side: 48}}
         flow: {{method: tvl1, tvl1: {{warps: 2, nscales: 3}}}}
+        pretrain: {TINY_PRETRAIN}
     """)
     write_yaml(tmp_path / "hmdb.yaml", f"""
         layout: hmdb51
@@ -126,8 +154,13 @@ def test_real_clips_in_official_layouts(tmp_path, ucf_splits, hmdb_splits, video
         flow: {{method: farneback}}
     """)
     config = workflow_config(tmp_path, {"ucf": "ucf.yaml", "hmdb": "hmdb.yaml"}, ["ucf", "hmdb"])
-    run_snakemake(tmp_path, "--configfile", str(config))
-    for name, expected in (("ucf", {"v_PushUps_g02_c03", "v_Shotput_g05_c02"}), ("hmdb", None)):
+    run_snakemake(tmp_path, "--configfile", str(config), "results/hmdb/views.tsv",
+                  *[f"results/ucf/pretrain/cocon/{view}.pt" for view in VIEWS])
+    _, state = load_pretrained(tmp_path / "results" / "ucf" / "pretrain" / "cocon" / "rgb.pt")
+    assert state["dataset"] == "ucf" and len(state["history"]) == 1
+    ucf_usable = {"v_PushUps_g02_c03", "v_Shotput_g05_c02", "v_HeadMassage_g02_c05", "v_PlayingGuitar_g16_c02",
+                  "v_ApplyEyeMakeup_g01_c01"}
+    for name, expected in (("ucf", ucf_usable), ("hmdb", None)):
         rows = read_manifest(tmp_path / "results" / name / "manifest.tsv")
         usable = {row.video_id for row in rows if row.ok}
         if expected is not None:
