@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 
@@ -42,25 +43,19 @@ def cmd_frames(args) -> None:
     print(f"wrote {count} videos to {args.out}")
 
 
-def cmd_flow(args) -> None:
-    from cocon.views.flow import extract_flow
-
-    count = extract_flow(_dataset(args), args.rgb, args.out, args.threads)
-    print(f"wrote flow of {count} videos to {args.out}")
-
-
-def cmd_pose(args) -> None:
-    from cocon.views.pose import extract_pose
-
-    count = extract_pose(_dataset(args), args.rgb, args.out, args.threads)
-    print(f"wrote pose heatmaps of {count} videos to {args.out}")
+# views computed from an rgb shard: command -> (module, function, what it stores)
+DERIVED_VIEWS = {
+    "flow": ("cocon.views.flow", "extract_flow", "optical flow"),
+    "pose": ("cocon.views.pose", "extract_pose", "17 COCO keypoint heatmaps"),
+    "seg": ("cocon.views.seg", "extract_seg", "person-segmentation masks"),
+}
 
 
-def cmd_seg(args) -> None:
-    from cocon.views.seg import extract_seg
-
-    count = extract_seg(_dataset(args), args.rgb, args.out, args.threads)
-    print(f"wrote segmentation masks of {count} videos to {args.out}")
+def cmd_derived_view(args) -> None:
+    module, function, _ = DERIVED_VIEWS[args.command]
+    extract = getattr(importlib.import_module(module), function)
+    count = extract(_dataset(args), args.rgb, args.out, args.threads)
+    print(f"wrote the {args.command} view of {count} videos to {args.out}")
 
 
 def cmd_show(args) -> None:
@@ -124,14 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--shard", required=True, help="shard name, e.g. 00000")
     sub.add_argument("--out", required=True, help="output rgb shard (.h5)")
 
-    sub = command("flow", cmd_flow, "optical flow of one rgb shard into a flow view shard")
-    sub.add_argument("--rgb", required=True, help="input rgb shard (.h5)")
-    sub.add_argument("--out", required=True, help="output flow shard (.h5)")
-    sub.add_argument("--threads", type=int, default=1, help="flow processes")
-
-    for name, handler, what in (("pose", cmd_pose, "17 COCO keypoint heatmaps"),
-                                ("seg", cmd_seg, "person-segmentation masks")):
-        sub = command(name, handler, f"{what} of one rgb shard into a {name} view shard")
+    for name, (_, _, what) in DERIVED_VIEWS.items():
+        sub = command(name, cmd_derived_view, f"{what} of one rgb shard into a {name} view shard")
         sub.add_argument("--rgb", required=True, help="input rgb shard (.h5)")
         sub.add_argument("--out", required=True, help=f"output {name} shard (.h5)")
         sub.add_argument("--threads", type=int, default=1, help="processes (videos in parallel)")

@@ -11,7 +11,8 @@ from tests.test_bad_input import write_video
 COCON = str(Path(sys.executable).with_name("cocon"))
 
 
-@pytest.mark.parametrize("command", ["demo", "manifest", "shards", "frames", "flow", "inspect"])
+@pytest.mark.parametrize("command", ["demo", "manifest", "shards", "frames", "flow", "pose", "seg", "pretrain",
+                                     "show", "inspect"])
 def test_every_stage_has_help(command):
     result = subprocess.run([COCON, command, "--help"], capture_output=True, text=True)
     assert result.returncode == 0
