@@ -47,7 +47,9 @@ def write_yaml(path: Path, text: str) -> Path:
 
 
 def run_snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run the repository's Snakefile in ``workdir`` (results land under workdir/results)."""
+    """Run the repository's Snakefile in ``workdir`` (results land under workdir/results).
+
+    Targets go before options such as --configfile and --forcerun, which take several values."""
     command = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2", *args]
     result = subprocess.run(command, capture_output=True, text=True)
     if check and result.returncode != 0:

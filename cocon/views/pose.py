@@ -14,6 +14,8 @@ in it, and zero where no person is found. Backends:
 """
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
@@ -65,6 +67,25 @@ class MediaPipePose:
         self._pose.close()
 
 
+@contextmanager
+def full_checkpoint_loading():
+    """Let mmengine's ``torch.load`` read a whole mm checkpoint, as it did before torch 2.6.
+
+    mmengine 0.10 calls ``torch.load`` without ``weights_only``, which defaults to True since
+    torch 2.6 and then refuses the numpy arrays in the ``meta`` of every OpenMMLab 1.x
+    checkpoint (mmengine issue 1655). The user names the file, so it is trusted as before.
+    """
+    previous = os.environ.get("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
+    os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"]
+        else:
+            os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = previous
+
+
 class MMPose:
     """A top-down mmpose model; the whole frame is the person box (one person per frame)."""
 
@@ -72,7 +93,8 @@ class MMPose:
         from mmpose.apis import init_model
 
         mm = settings["mmpose"]
-        self._model = init_model(mm["config"], mm["checkpoint"], device=mm["device"])
+        with full_checkpoint_loading():
+            self._model = init_model(mm["config"], mm["checkpoint"], device=mm["device"])
         count = self._model.dataset_meta.get("num_keypoints")
         if count != len(COCO_KEYPOINTS):
             raise ConfigError(f"pose.mmpose.config: {mm['config']} predicts {count} keypoints, not the 17 of COCO")
@@ -102,10 +124,11 @@ def backend_files(settings: dict, key: str) -> list[str]:
     if backend == "mediapipe":
         return []
     try:
-        __import__(backend)
+        # the apis, not just the package: ``import mmpose`` succeeds without mmdet or mmcv's compiled ops
+        __import__(f"{backend}.apis")
     except ImportError as error:
         raise ConfigError(f"{key}.backend: {backend} is selected but cannot be imported ({error}); "
-                          "install it with pip install '.[mm]' (README: mmpose and mmsegmentation)") from None
+                          "install it as the README's mmpose and mmsegmentation recipe says") from None
     paths = []
     for name in ("config", "checkpoint"):
         path = settings[backend].get(name)

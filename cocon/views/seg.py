@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from cocon.views.derive import derive_view
-from cocon.views.pose import to_uint8, view_size
+from cocon.views.pose import full_checkpoint_loading, to_uint8, view_size
 
 
 class MediaPipeSegmenter:
@@ -52,7 +52,8 @@ class MMSegmenter:
         from mmseg.apis import init_model
 
         mm = settings["mmseg"]
-        self._model = init_model(mm["config"], mm["checkpoint"], device=mm["device"])
+        with full_checkpoint_loading():
+            self._model = init_model(mm["config"], mm["checkpoint"], device=mm["device"])
         self._person = mm["person_class"]
 
     def mask(self, frame_rgb: np.ndarray) -> np.ndarray:
