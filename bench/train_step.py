@@ -22,7 +22,7 @@ def measure(device: torch.device, batch: int, steps: int, size: int, channels_la
     model = DPC("resnet18", in_channels=3, normalize=True).to(device)
     clips = torch.randn(batch, 8, 3, 5, size, size, device=device)
     if channels_last:
-        model = model.to(memory_format=torch.channels_last_3d)
+        model.encoder.to(memory_format=torch.channels_last_3d)
     forward = torch.compile(model) if compile_model else model
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
 

@@ -131,7 +131,10 @@ def _train(job: PretrainJob, settings: dict, method: dict, runtime: Runtime) -> 
             log.info("%s: initialised from %s (epoch %s)", view, job.init[view], state["epoch"])
     model = MultiViewDPC(models).to(device)
     if cuda:
-        model = model.to(memory_format=torch.channels_last_3d)
+        for view_model in models.values():
+            # only the encoder's 3D convolutions: cuDNN follows the weights' layout, and the
+            # 2D convolutions of the ConvGRU and predictor have no channels_last_3d
+            view_model.encoder.to(memory_format=torch.channels_last_3d)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"])
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.1,
                                                            patience=settings["plateau_patience"],
@@ -178,8 +181,6 @@ def _train(job: PretrainJob, settings: dict, method: dict, runtime: Runtime) -> 
         progress = tqdm(loader, desc=f"{job.method} epoch {epoch}", disable=not runtime.is_main, mininterval=10)
         for step, batch in enumerate(progress):
             clips = {view: batch[view].to(device, non_blocking=True) for view in job.views}
-            if cuda:
-                clips = {view: clip.to(memory_format=torch.channels_last_3d) for view, clip in clips.items()}
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
                 outputs = trained(clips)
             total, terms, accuracy = _losses(outputs, runtime, settings, method)
