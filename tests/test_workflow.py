@@ -105,9 +105,9 @@ def test_forcerun_pose_recomputes_pose_only(demo_run):
 def test_demo_pretraining_cpc_per_view_then_cocon(demo_run):
     workdir, config = demo_run
     targets = [f"results/tiny/pretrain/cocon/{view}.pt" for view in VIEWS]
-    plan = run_snakemake(workdir, "--configfile", str(config), "-n", *targets)
+    plan = run_snakemake(workdir, *targets, "--configfile", str(config), "-n")
     assert planned_jobs(plan.stdout) == {"pretrain_cpc": 4, "pretrain_cocon": 1, "total": 5}
-    run_snakemake(workdir, "--configfile", str(config), *targets)
+    run_snakemake(workdir, *targets, "--configfile", str(config))
     pretrain = workdir / "results" / "tiny" / "pretrain"
     for view in VIEWS:
         model, state = load_pretrained(pretrain / "cocon" / f"{view}.pt")
@@ -116,7 +116,6 @@ def test_demo_pretraining_cpc_per_view_then_cocon(demo_run):
     assert (pretrain / "cocon" / "joint.state" / "metrics.csv").is_file()
     log = (workdir / "results" / "tiny" / "logs" / "pretrain" / "cocon" / "joint.log").read_text()
     assert "initialised from results/tiny/pretrain/cpc/pose.pt" in log
-    # --forcerun takes several values: the targets go before it
     plan = run_snakemake(workdir, *targets, "--configfile", str(config), "-n", "--forcerun", "pretrain_cocon")
     assert planned_jobs(plan.stdout) == {"pretrain_cocon": 1, "total": 1}
 
@@ -155,8 +154,8 @@ def test_real_clips_in_official_layouts(tmp_path, ucf_splits, hmdb_splits, video
         flow: {{method: farneback}}
     """)
     config = workflow_config(tmp_path, {"ucf": "ucf.yaml", "hmdb": "hmdb.yaml"}, ["ucf", "hmdb"])
-    run_snakemake(tmp_path, "--configfile", str(config), "results/hmdb/views.tsv",
-                  *[f"results/ucf/pretrain/cocon/{view}.pt" for view in VIEWS])
+    run_snakemake(tmp_path, "results/hmdb/views.tsv", *[f"results/ucf/pretrain/cocon/{view}.pt" for view in VIEWS],
+                  "--configfile", str(config))
     _, state = load_pretrained(tmp_path / "results" / "ucf" / "pretrain" / "cocon" / "rgb.pt")
     assert state["dataset"] == "ucf" and len(state["history"]) == 1
     ucf_usable = {"v_PushUps_g02_c03", "v_Shotput_g05_c02", "v_HeadMassage_g02_c05", "v_PlayingGuitar_g16_c02",
