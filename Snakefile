@@ -1,5 +1,6 @@
-# CoCon: raw videos -> manifest -> view shards (rgb, flow, pose, seg) -> CPC per view -> CoCon jointly.
-# Targets: results/{dataset}/views.tsv (every view shard), results/{dataset}/pretrain/{method}/{view}.pt.
+# CoCon: raw videos -> manifest -> view shards (rgb, flow, pose, seg) -> CPC per view -> CoCon jointly
+# -> fine-tuning and dense testing per view -> results/{dataset}/finetune.json.
+# Targets: results/{dataset}/finetune.json (everything), views.tsv, pretrain/{method}/{view}.pt.
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
@@ -20,6 +21,7 @@ include: "workflow/rules/pose.smk"
 include: "workflow/rules/seg.smk"
 include: "workflow/rules/views.smk"
 include: "workflow/rules/pretrain.smk"
+include: "workflow/rules/finetune.smk"
 
 
 rule all:

@@ -11,7 +11,6 @@ killed run resumes.
 """
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import os
@@ -31,6 +30,7 @@ from cocon.data.manifest import read_manifest
 from cocon.losses import cocon_loss, dense_nce_accuracy, pool_blocks
 from cocon.models import DPC
 from cocon.train import checkpoints
+from cocon.train.history import tensorboard, write_metrics
 from cocon.train.distributed import Runtime, average, gather, setup, shutdown
 
 log = logging.getLogger(__name__)
@@ -172,7 +172,7 @@ def _train(job: PretrainJob, settings: dict, method: dict, runtime: Runtime) -> 
     log.info("%s on %s: %d training videos, %d steps per epoch, epochs %d..%d, %d process(es) on %s",
              job.method, "+".join(job.views), len(videos), len(loader), start_epoch, epochs - 1,
              runtime.world_size, device)
-    writer = _tensorboard(job.state_dir) if runtime.is_main else None
+    writer = tensorboard(job.state_dir) if runtime.is_main else None
     for epoch in range(start_epoch, epochs):
         sampler.set_epoch(epoch)
         trained.train()
@@ -203,7 +203,7 @@ def _train(job: PretrainJob, settings: dict, method: dict, runtime: Runtime) -> 
         history.append(row)
         if runtime.is_main:
             log.info("epoch %d: %s", epoch, ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"))
-            _write_metrics(Path(job.state_dir) / "metrics.csv", history)
+            write_metrics(Path(job.state_dir) / "metrics.csv", history)
             for name, value in row.items():
                 if name != "epoch":
                     writer.add_scalar(name, value, epoch)
@@ -221,22 +221,6 @@ def _train(job: PretrainJob, settings: dict, method: dict, runtime: Runtime) -> 
                               "model_config": model_config(settings, view), "fingerprint": fingerprint,
                               "history": history}, job.outputs[view])
             log.info("wrote %s", job.outputs[view])
-
-
-def _tensorboard(state_dir: str):
-    from torch.utils.tensorboard import SummaryWriter
-
-    return SummaryWriter(str(Path(state_dir) / "tensorboard"))
-
-
-def _write_metrics(path: Path, history: list[dict]) -> None:
-    columns = list(dict.fromkeys(key for row in history for key in row))
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, columns)
-        writer.writeheader()
-        writer.writerows(history)
-    os.replace(tmp, path)
 
 
 def load_pretrained(path: str | os.PathLike) -> tuple[DPC, dict]:

@@ -23,6 +23,7 @@ wildcard_constraints:
     shard=r"\d{5}",
     view="|".join(VIEWS),
     method=r"cocon|cpc\+sim|cpc\+sync",
+    init=r"random|cpc|cocon|cpc\+sim|cpc\+sync",
 
 
 @cache
@@ -38,7 +39,7 @@ def dataset_params(dataset, *sections):
     Passing only these as params keeps Snakemake's params rerun trigger precise: a change
     to the flow settings reruns flow, not the manifest or the frames.
     """
-    stage_sections = {"frames", "flow", "pose", "seg", "pretrain", "split"}
+    stage_sections = {"frames", "flow", "pose", "seg", "pretrain", "finetune", "split"}
     ds = DATASETS[dataset]
     return {key: value for key, value in ds.items() if key not in stage_sections or key in sections}
 
@@ -62,9 +63,36 @@ def demo_videos(wildcards):
     return []
 
 
+def pretrained_path(dataset, init, view):
+    """The pretrained view model fine-tuning starts from (None for random), possibly of
+    another dataset: finetune.pretrained_on (the paper's Table 2)."""
+    if init == "random":
+        return None
+    source = DATASETS[dataset]["finetune"]["pretrained_on"] or dataset
+    if source not in DATASETS:
+        raise ValueError(f"{config['datasets'][dataset]}: finetune.pretrained_on: {source!r} "
+                         f"is not one of the datasets {sorted(DATASETS)}")
+    return f"results/{source}/pretrain/{init}/{view}.pt"
+
+
+def pretrained_input(wildcards):
+    path = pretrained_path(wildcards.dataset, wildcards.init, wildcards.view)
+    return [path] if path else []
+
+
+def finetune_entries(wildcards):
+    """(init, view) -> the fine-tuned test scores and the pretrained model they started from."""
+    return {
+        (init, view): {"scores": f"results/{wildcards.dataset}/finetune/{init}/{view}.scores.npz",
+                       "checkpoint": pretrained_path(wildcards.dataset, init, view)}
+        for init in DATASETS[wildcards.dataset]["finetune"]["inits"]
+        for view in VIEWS
+    }
+
+
+def finetune_scores(wildcards):
+    return [entry["scores"] for entry in finetune_entries(wildcards).values()]
+
+
 def all_targets():
-    targets = expand("results/{dataset}/views.tsv", dataset=config["targets"])
-    for dataset in config["targets"]:
-        targets += expand("results/{dataset}/pretrain/{method}/{view}.pt", dataset=dataset,
-                          method=DATASETS[dataset]["pretrain"]["joint_methods"], view=VIEWS)
-    return targets
+    return expand("results/{dataset}/finetune.json", dataset=config["targets"])

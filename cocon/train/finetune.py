@@ -1,0 +1,221 @@
+"""Fine-tuning and dense testing of one view (DESIGN.md section 6).
+
+The classifier F = g(f(.)) -> pool -> dropout -> linear starts from a pretrained view
+checkpoint (``cpc``, ``cocon``, ...) or from scratch (``random``) and is trained end to
+end on the train split of the configured official split. A validation part is carved
+from the train split (stratified, seeded; never from the test split) and the epoch with
+the best validation accuracy is kept. Nothing is frozen unless ``finetune.freeze`` lists
+modules, and what it lists is frozen for the whole run: no gradient, BatchNorm statistics
+fixed. Testing cuts every test video into windows of N blocks overlapping by half and
+averages the softmax over them.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from cocon.config import config_hash
+from cocon.data.clips import ClipDataset, ClipSpec, EpochSampler, VideoRef
+from cocon.data.manifest import read_manifest
+from cocon.models import Classifier
+from cocon.train import checkpoints
+from cocon.train.history import tensorboard, write_metrics
+from cocon.train.pretrain import NonFiniteLossError, build_model
+
+log = logging.getLogger(__name__)
+
+FREEZABLE = ("encoder", "aggregator")
+
+
+@dataclass
+class FinetuneJob:
+    dataset: dict
+    init: str                     # random, or the pretraining method of `checkpoint`
+    view: str
+    views_dir: str
+    manifest: str
+    checkpoint: str | None        # pretrained view checkpoint; None for random
+    output: str                   # the best model
+    scores: str                   # test-set softmax per video (.npz)
+    state_dir: str
+    epochs: int | None = None
+    threads: int | None = None
+
+
+def split_videos(manifest_path, split: int, val_fraction: float, seed: int):
+    """(train, val, test) VideoRefs: val is carved from the official train part, per class."""
+    rows = [row for row in read_manifest(manifest_path) if row.ok]
+    refs = {row.video_id: VideoRef(row.video_id, row.shard, row.num_frames, row.label_index) for row in rows}
+    train = [row for row in rows if row.role(split) == "train"]
+    test = [refs[row.video_id] for row in rows if row.role(split) == "test"]
+    generator = np.random.default_rng(seed)
+    val_ids = set()
+    for label in sorted({row.label_index for row in train}):
+        members = sorted(row.video_id for row in train if row.label_index == label)
+        count = int(round(len(members) * val_fraction))
+        if count and len(members) > 1:
+            val_ids.update(generator.choice(members, size=min(count, len(members) - 1), replace=False).tolist())
+    return ([refs[row.video_id] for row in train if row.video_id not in val_ids],
+            [refs[video_id] for video_id in sorted(val_ids)], test)
+
+
+def build_classifier(dataset: dict, view: str, num_classes: int, checkpoint: str | None) -> Classifier:
+    backbone = build_model(dataset["pretrain"], view)
+    if checkpoint:
+        state = checkpoints.load(checkpoint)
+        if state["model_config"]["view"] != view:
+            raise ValueError(f"{checkpoint}: a {state['model_config']['view']} model, not {view}")
+        backbone.load_state_dict(state["model"])
+    return Classifier(backbone, num_classes, dataset["finetune"]["dropout"])
+
+
+def freeze(model: Classifier, modules: list[str]) -> list[nn.Module]:
+    """Stop gradients into ``modules`` (names in FREEZABLE); returns them so that training
+    can keep them in eval mode (their BatchNorm statistics stay as loaded)."""
+    frozen = []
+    for name in modules:
+        if name not in FREEZABLE:
+            raise ValueError(f"finetune.freeze: {name!r} is not one of {FREEZABLE}")
+        module = getattr(model.backbone, name)
+        module.requires_grad_(False)
+        frozen.append(module)
+    return frozen
+
+
+def set_train_mode(model: Classifier, frozen: list[nn.Module]) -> None:
+    model.train()
+    for module in frozen:
+        module.eval()
+
+
+@torch.no_grad()
+def dense_scores(model: Classifier, dataset: ClipDataset, batch_size: int, device: torch.device) -> np.ndarray:
+    """Softmax averaged over each video's dense windows: ``[videos, classes]``."""
+    model.eval()
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    sums: dict[int, torch.Tensor] = {}
+    counts: dict[int, int] = {}
+    view = dataset.views[0]
+    for batch in loader:
+        probabilities = torch.softmax(model(batch[view].to(device)).float(), dim=1).cpu()
+        for video, row in zip(batch["video"].tolist(), probabilities):
+            sums[video] = sums.get(video, 0) + row
+            counts[video] = counts.get(video, 0) + 1
+    return torch.stack([sums[index] / counts[index] for index in range(len(dataset.videos))]).numpy()
+
+
+def accuracy(scores: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
+    top = np.argsort(-scores, axis=1)[:, :k]
+    return float((top == labels[:, None]).any(axis=1).mean())
+
+
+def save_scores(path, scores: np.ndarray, labels: np.ndarray, video_ids: list[str], windows: int) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as handle:
+        np.savez(handle, scores=scores, labels=labels, video_ids=np.array(video_ids), windows=windows)
+    tmp.replace(path)
+
+
+def run_finetuning(job: FinetuneJob) -> None:
+    settings = job.dataset["finetune"]
+    model_settings = job.dataset["pretrain"]
+    torch.manual_seed(settings["seed"])
+    if job.threads:
+        torch.set_num_threads(job.threads)
+    device = torch.device("cuda" if settings["gpus"] > 0 else "cpu")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"finetune.gpus is {settings['gpus']} but CUDA is not available on this machine")
+    epochs = job.epochs or settings["epochs"]
+    train, val, test = split_videos(job.manifest, job.dataset["split"], settings["val_fraction"], settings["seed"])
+    if not val:
+        raise ValueError(f"{job.manifest}: too few training videos to carve a validation part "
+                         f"(finetune.val_fraction {settings['val_fraction']})")
+    num_classes = 1 + max(row.label_index for row in read_manifest(job.manifest))
+    model = build_classifier(job.dataset, job.view, num_classes, job.checkpoint).to(device)
+    frozen = freeze(model, settings["freeze"])
+    trainable = [param for param in model.parameters() if param.requires_grad]
+    optimizer = torch.optim.Adam(trainable, lr=settings["lr"], weight_decay=settings["weight_decay"])
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, settings["milestones"], settings["gamma"])
+    fingerprint = config_hash({"finetune": settings, "model": model_settings, "init": job.init, "view": job.view,
+                               "checkpoint": job.checkpoint, "epochs": epochs, "split": job.dataset["split"]})
+    state_path, best_path = Path(job.state_dir) / "last.pt", Path(job.state_dir) / "best.pt"
+    start_epoch, history, best = 0, [], {"accuracy": -1.0, "epoch": -1}
+    if state_path.exists():
+        state = checkpoints.load(state_path)
+        if state["fingerprint"] == fingerprint:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            torch.set_rng_state(state["torch_rng"])
+            start_epoch, history, best = state["epoch"] + 1, state["history"], state["best"]
+            log.info("resuming from %s after epoch %d", state_path, state["epoch"])
+    spec = ClipSpec(model_settings["num_blocks"], model_settings["block_length"], model_settings["frame_stride"])
+    sizes = model_settings["input_size"]
+    clips = ClipDataset(train, job.views_dir, [job.view], sizes, spec, train=True, seed=settings["seed"])
+    val_clips = ClipDataset(val, job.views_dir, [job.view], sizes, spec, train=False)
+    sampler = EpochSampler(len(clips), settings["batch_size"], settings["seed"])
+    workers = settings["workers"]
+    loader = torch.utils.data.DataLoader(clips, batch_size=settings["batch_size"], sampler=sampler,
+                                         num_workers=workers, persistent_workers=workers > 0, drop_last=True,
+                                         multiprocessing_context="forkserver" if workers > 0 else None)
+    log.info("%s %s: %d train, %d val, %d test videos; frozen: %s; epochs %d..%d on %s", job.init, job.view,
+             len(train), len(val), len(test), settings["freeze"] or "nothing", start_epoch, epochs - 1, device)
+    val_labels = np.array([video.label_index for video in val])
+    writer = tensorboard(job.state_dir)
+    loss_function = nn.CrossEntropyLoss()
+    for epoch in range(start_epoch, epochs):
+        sampler.set_epoch(epoch)
+        set_train_mode(model, frozen)
+        started, total, correct, seen = time.perf_counter(), 0.0, 0, 0
+        for step, batch in enumerate(tqdm(loader, desc=f"finetune {job.init} {job.view} epoch {epoch}",
+                                          mininterval=10)):
+            labels = batch["label"].to(device)
+            logits = model(batch[job.view].to(device))
+            loss = loss_function(logits, labels)
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(f"epoch {epoch} step {step}: cross-entropy {loss.item()} is not finite; "
+                                         f"the last good state is {state_path}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * len(labels)
+            correct += int((logits.argmax(dim=1) == labels).sum())
+            seen += len(labels)
+        scheduler.step()
+        val_accuracy = accuracy(dense_scores(model, val_clips, settings["batch_size"], device), val_labels)
+        row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "loss": total / seen,
+               "train_top1": correct / seen, "val_top1": val_accuracy,
+               "seconds": round(time.perf_counter() - started, 2)}
+        history.append(row)
+        log.info("epoch %d: %s", epoch, ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"))
+        for name, value in row.items():
+            if name != "epoch":
+                writer.add_scalar(name, value, epoch)
+        if val_accuracy > best["accuracy"]:
+            best = {"accuracy": val_accuracy, "epoch": epoch}
+            checkpoints.save({"model": model.state_dict(), "epoch": epoch}, best_path)
+        write_metrics(Path(job.state_dir) / "metrics.csv", history)
+        checkpoints.save({"fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(),
+                          "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                          "torch_rng": torch.get_rng_state(), "history": history, "best": best}, state_path)
+    writer.close()
+    model.load_state_dict(checkpoints.load(best_path)["model"])
+    log.info("best validation top-1 %.4f at epoch %d", best["accuracy"], best["epoch"])
+    test_clips = ClipDataset(test, job.views_dir, [job.view], sizes, spec, train=False)
+    scores = dense_scores(model, test_clips, settings["batch_size"], device)
+    labels = np.array([video.label_index for video in test])
+    log.info("test: %d videos, %d windows, top-1 %.4f", len(test), len(test_clips), accuracy(scores, labels))
+    save_scores(job.scores, scores, labels, [video.video_id for video in test], len(test_clips))
+    checkpoints.save({"init": job.init, "view": job.view, "dataset": job.dataset["name"],
+                      "pretrained": job.checkpoint, "best_epoch": best["epoch"], "val_top1": best["accuracy"],
+                      "model": {key: value.cpu() for key, value in model.state_dict().items()},
+                      "num_classes": num_classes, "fingerprint": fingerprint, "history": history}, job.output)
