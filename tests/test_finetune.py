@@ -1,0 +1,101 @@
+"""Fine-tuning: the validation carve-out, freezing, and a classifier that learns the demo."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cocon.config import load_schema, validate
+from cocon.data.clips import ClipDataset, ClipSpec
+from cocon.data.demo import generate_demo
+from cocon.data.manifest import read_manifest, run_manifest
+from cocon.train import checkpoints
+from cocon.train.evaluate import write_report
+from cocon.train.finetune import FinetuneJob, build_classifier, freeze, run_finetuning, set_train_mode, split_videos
+from cocon.views.flow import extract_flow
+from cocon.views.frames import extract_frames
+
+TINY = {"width": 0.125, "num_blocks": 4, "pred_steps": 1, "block_length": 2, "frame_stride": 2,
+        "input_size": {"rgb": 32, "flow": 32, "pose": 32, "seg": 32}, "gpus": 0}
+
+
+def dataset_config(root: Path, **finetune) -> dict:
+    dataset = validate({"layout": "demo", "root": str(root / "videos"), "test_fraction": 0.34,
+                        "demo": {"num_classes": 3, "videos_per_class": 6, "num_frames": 24, "width": 64, "height": 48},
+                        "frames": {"short_side": 48}, "flow": {"method": "farneback"}, "pretrain": TINY,
+                        "finetune": {"epochs": 20, "milestones": [16], "batch_size": 4, "workers": 0, "gpus": 0,
+                                     "val_fraction": 0.25, **finetune}},
+                       load_schema("dataset.schema.yaml"), "tiny")
+    dataset["name"] = "tiny"
+    return dataset
+
+
+@pytest.fixture(scope="module")
+def demo_views(tmp_path_factory):
+    root = tmp_path_factory.mktemp("finetune")
+    dataset = dataset_config(root)
+    generate_demo(root / "videos", **dataset["demo"])
+    run_manifest(dataset, root / "manifest.tsv", root / "excluded.tsv")
+    extract_frames(dataset, root / "manifest.tsv", "00000", root / "views" / "rgb" / "00000.h5")
+    extract_flow(dataset, root / "views" / "rgb" / "00000.h5", root / "views" / "flow" / "00000.h5")
+    return root
+
+
+def test_validation_is_carved_from_train_never_test(demo_views):
+    rows = {row.video_id: row for row in read_manifest(demo_views / "manifest.tsv")}
+    train, val, test = split_videos(demo_views / "manifest.tsv", 1, 0.25, seed=0)
+    train_ids, val_ids, test_ids = ({video.video_id for video in part} for part in (train, val, test))
+    assert not train_ids & val_ids and not val_ids & test_ids and not train_ids & test_ids
+    assert all(rows[video].role(1) == "train" for video in train_ids | val_ids)
+    assert test_ids == {video for video, row in rows.items() if row.role(1) == "test"}
+    assert {rows[video].label_index for video in val_ids} == {0, 1, 2}, "every class is validated"
+    assert split_videos(demo_views / "manifest.tsv", 1, 0.25, seed=0)[1] == val
+
+
+@pytest.mark.parametrize("frozen", [["encoder"], ["encoder", "aggregator"]])
+def test_frozen_modules_do_not_change_and_the_rest_does(demo_views, frozen):
+    dataset = dataset_config(demo_views)
+    torch.manual_seed(0)
+    model = build_classifier(dataset, "flow", 3, None)
+    frozen_modules = freeze(model, frozen)
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    optimizer = torch.optim.Adam([param for param in model.parameters() if param.requires_grad], lr=1e-2)
+    train, _, _ = split_videos(demo_views / "manifest.tsv", 1, 0.25, seed=0)
+    clips = ClipDataset(train, demo_views / "views", ["flow"], TINY["input_size"], ClipSpec(4, 2, 2), train=True)
+    batch = torch.utils.data.default_collate([clips[(0, item)] for item in range(4)])
+    set_train_mode(model, frozen_modules)
+    loss = torch.nn.functional.cross_entropy(model(batch["flow"]), batch["label"])
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    after = model.state_dict()
+    for name, tensor in before.items():
+        module = name.split(".")[1] if name.startswith("backbone.") else "head"
+        changed = not torch.equal(tensor, after[name])
+        if module in frozen:
+            # weights and BatchNorm running statistics alike
+            assert not changed, f"{name} changed although {module} is frozen"
+        elif module == "head" or (module == "aggregator" and name.endswith("weight")):
+            assert changed, f"{name} did not change"
+    with pytest.raises(ValueError, match="finetune.freeze: 'predictor'"):
+        freeze(model, ["predictor"])
+
+
+def test_classifier_learns_the_demo_and_the_report_validates(demo_views, tmp_path):
+    dataset = dataset_config(demo_views)
+    job = FinetuneJob(dataset, "random", "flow", str(demo_views / "views"), str(demo_views / "manifest.tsv"), None,
+                      str(tmp_path / "flow.pt"), str(tmp_path / "flow.scores.npz"), str(tmp_path / "state"), threads=2)
+    run_finetuning(job)
+    with np.load(job.scores) as scores:
+        labels, predictions = scores["labels"], scores["scores"].argmax(axis=1)
+        assert len(labels) == 6
+    # chance is 1/3 on three classes
+    assert (predictions == labels).mean() >= 2 / 3
+    state = checkpoints.load(job.output)
+    assert state["val_top1"] >= 2 / 3 and 0 <= state["best_epoch"] < 20
+    document = write_report(dataset, demo_views / "manifest.tsv", {("random", "flow"): {"scores": job.scores,
+                                                                                       "checkpoint": None}},
+                            tmp_path / "finetune.json", tmp_path / "finetune.md", tmp_path / "details.json")
+    assert {(row["method"], row["view"]) for row in document["results"]} == {("random", "flow"),
+                                                                            ("random", "ensemble")}
+    assert "| Random |" in (tmp_path / "finetune.md").read_text()
