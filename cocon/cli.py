@@ -82,6 +82,27 @@ def cmd_pretrain(args) -> None:
                        args.state, _view_paths(args.init, "--init") or None, args.epochs))
 
 
+def cmd_finetune(args) -> None:
+    from cocon.train.finetune import FinetuneJob, run_finetuning
+
+    run_finetuning(FinetuneJob(_dataset(args), args.init, args.view, args.views_dir, args.manifest, args.pretrained,
+                               args.out, args.scores, args.state, args.epochs))
+
+
+def cmd_report(args) -> None:
+    from cocon.train.evaluate import write_report
+
+    entries = {}
+    for item in args.scores:
+        key, sep, path = item.partition("=")
+        init, slash, view = key.partition("/")
+        if not sep or not slash:
+            raise ValueError(f"--scores {item!r}: expected INIT/VIEW=PATH")
+        entries[(init, view)] = {"scores": path, "checkpoint": None}
+    document = write_report(_dataset(args), args.manifest, entries, args.json, args.markdown, args.details)
+    print(f"wrote {args.json}: {len(document['results'])} results")
+
+
 def cmd_inspect(args) -> None:
     from cocon.data.shards import ShardReader
 
@@ -134,6 +155,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--init", action="append", metavar="VIEW=PATH", help="cpc checkpoint per view (joint methods)")
     sub.add_argument("--state", required=True, help="folder for the per-epoch state a rerun resumes from")
     sub.add_argument("--epochs", type=int, help="override pretrain.cpc_epochs / cocon_epochs")
+
+    sub = command("finetune", cmd_finetune, "fine-tune one view from a pretrained checkpoint (or random) and test it")
+    sub.add_argument("--init", required=True, choices=["random", "cpc", "cocon", "cpc+sim", "cpc+sync"])
+    sub.add_argument("--view", required=True, choices=["rgb", "flow", "pose", "seg"])
+    sub.add_argument("--views-dir", required=True, help="the views folder, e.g. results/demo/views")
+    sub.add_argument("--manifest", required=True, help="the dataset's manifest.tsv")
+    sub.add_argument("--pretrained", help="the pretrained view checkpoint (omit for --init random)")
+    sub.add_argument("--out", required=True, help="the fine-tuned model (.pt)")
+    sub.add_argument("--scores", required=True, help="test softmax per video (.npz)")
+    sub.add_argument("--state", required=True, help="folder for the per-epoch state a rerun resumes from")
+    sub.add_argument("--epochs", type=int, help="override finetune.epochs")
+
+    sub = command("report", cmd_report, "finetune.json, finetune.md and per-class details from test scores")
+    sub.add_argument("--manifest", required=True, help="the dataset's manifest.tsv")
+    sub.add_argument("--scores", required=True, action="append", metavar="INIT/VIEW=PATH",
+                     help="test scores of one fine-tuned view, e.g. cocon/rgb=results/demo/finetune/cocon/rgb.scores.npz")
+    sub.add_argument("--json", required=True)
+    sub.add_argument("--markdown", required=True)
+    sub.add_argument("--details", required=True)
 
     sub = command("show", cmd_show, "render a contact sheet PNG of one video from its view shards", dataset=False)
     sub.add_argument("--views", required=True, help="the views folder, e.g. results/ucf101/views")

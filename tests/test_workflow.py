@@ -1,10 +1,14 @@
 """End-to-end: the real Snakemake DAG on tiny configs (the demo generator and real clips)."""
+import json
 import re
 import subprocess
+
+import jsonschema
 
 import numpy as np
 import pytest
 
+from cocon.config import load_schema
 from cocon.data.manifest import read_manifest
 from cocon.data.shards import ShardReader
 from cocon.train.pretrain import load_pretrained
@@ -40,6 +44,7 @@ def demo_run(tmp_path_factory):
         pose: {short_side: 24, sigma: 1.0}
         seg: {short_side: 24}
         pretrain: TINY_PRETRAIN
+        finetune: {epochs: 1, milestones: [1], batch_size: 2, workers: 0, gpus: 0, val_fraction: 0.34}
     """.replace("TINY_PRETRAIN", TINY_PRETRAIN))
     config = workflow_config(workdir, {"tiny": "tiny.yaml"}, ["tiny"])
     run_snakemake(workdir, "--configfile", str(config), "--until", "views")
@@ -118,6 +123,38 @@ def test_demo_pretraining_cpc_per_view_then_cocon(demo_run):
     assert "initialised from results/tiny/pretrain/cpc/pose.pt" in log
     plan = run_snakemake(workdir, *targets, "--configfile", str(config), "-n", "--forcerun", "pretrain_cocon")
     assert planned_jobs(plan.stdout) == {"pretrain_cocon": 1, "total": 1}
+
+
+def test_demo_to_finetune_json(demo_run):
+    workdir, config = demo_run
+    run_snakemake(workdir, "results/tiny/finetune.json", "--configfile", str(config))
+    results = workdir / "results" / "tiny"
+    document = json.loads((results / "finetune.json").read_text())
+    jsonschema.validate(document, load_schema("finetune.schema.json"))
+    rows = {(row["method"], row["view"]): row for row in document["results"]}
+    assert set(rows) == {(init, view) for init in ("random", "cpc", "cocon") for view in (*VIEWS, "ensemble")}
+    assert rows[("cocon", "rgb")]["checkpoint"] == "results/tiny/pretrain/cocon/rgb.pt"
+    assert rows[("random", "flow")]["checkpoint"] is None
+    assert all(row["num_test_videos"] == 3 for row in document["results"])
+    table = (results / "finetune.md").read_text()
+    assert "| Random |" in table and "| CoCon |" in table and "71.0" in table
+    details = json.loads((results / "finetune_details.json").read_text())
+    assert len(details["cocon/ensemble"]["confusion"]) == 3
+
+
+def test_changing_a_finetune_setting_reruns_finetuning_only(demo_run):
+    workdir, config = demo_run
+    settings = workdir / "tiny.yaml"
+    original = settings.read_text()
+    settings.write_text(original.replace("finetune: {epochs: 1,", "finetune: {epochs: 1, lr: 0.01,"))
+    try:
+        plan = run_snakemake(workdir, "results/tiny/finetune.json", "--configfile", str(config), "-n")
+        assert planned_jobs(plan.stdout) == {"finetune": 12, "finetune_report": 1, "total": 13}
+    finally:
+        settings.write_text(original)
+    plan = run_snakemake(workdir, "results/tiny/finetune.json", "--configfile", str(config), "-n",
+                         "--forcerun", "pretrain_cocon")
+    assert planned_jobs(plan.stdout) == {"pretrain_cocon": 1, "finetune": 4, "finetune_report": 1, "total": 6}
 
 
 def test_changing_a_flow_setting_reruns_flow_only(demo_run):
