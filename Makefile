@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 CORES ?= 2
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean-demo
+.PHONY: demo demo-seeds test lint bench clean-demo
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES)
 	@echo "demo outputs: results/demo/ (manifest.tsv, views.tsv, views/*/*.h5, pretrain/*/*.pt, logs/)"
+
+# the demo with training seeds 0, 1, 2 (config/datasets/demo_seed*.yaml): mean and spread
+demo-seeds: $(STAMP)
+	$(BIN)/snakemake --cores $(CORES) results/demo/finetune.json results/demo_seed1/finetune.json \
+		results/demo_seed2/finetune.json
+	$(BIN)/cocon seeds results/demo/finetune.json results/demo_seed1/finetune.json \
+		results/demo_seed2/finetune.json --out results/demo_seeds.md
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -103,6 +103,16 @@ def cmd_report(args) -> None:
     print(f"wrote {args.json}: {len(document['results'])} results")
 
 
+def cmd_seeds(args) -> None:
+    from cocon.train.evaluate import seeds_markdown
+
+    documents = [json.loads(open(path).read()) for path in args.results]
+    text = seeds_markdown(documents)
+    with open(args.out, "w") as handle:
+        handle.write(text)
+    print(text)
+
+
 def cmd_inspect(args) -> None:
     from cocon.data.shards import ShardReader
 
@@ -174,6 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--json", required=True)
     sub.add_argument("--markdown", required=True)
     sub.add_argument("--details", required=True)
+
+    sub = command("seeds", cmd_seeds, "mean and spread of several finetune.json that differ only in seeds",
+                  dataset=False)
+    sub.add_argument("results", nargs="+", help="finetune.json files")
+    sub.add_argument("--out", required=True, help="output markdown")
 
     sub = command("show", cmd_show, "render a contact sheet PNG of one video from its view shards", dataset=False)
     sub.add_argument("--views", required=True, help="the views folder, e.g. results/ucf101/views")

@@ -49,12 +49,32 @@ def load_dataset_config(path: str | os.PathLike, name: str | None = None) -> dic
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: dataset config file not found")
-    config = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(config, dict):
-        raise ConfigError(f"{path}: expected a mapping of config keys")
+    config = _read_with_base(path, seen=())
     validate(config, load_schema("dataset.schema.yaml"), str(path))
     config["name"] = name or path.stem
     return config
+
+
+def _merged(base: dict, override: dict) -> dict:
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = _merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return merged
+
+
+def _read_with_base(path: Path, seen: tuple) -> dict:
+    """A dataset file's keys over those of the file its ``base`` key names (relative to it)."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: dataset config file not found")
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: base files form a cycle")
+    config = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys")
+    base = config.pop("base", None)
+    if base is None:
+        return config
+    return _merged(_read_with_base(path.parent / base, (*seen, path.resolve())), config)
 
 
 def config_hash(config: dict) -> str:

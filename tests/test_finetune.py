@@ -99,3 +99,11 @@ def test_classifier_learns_the_demo_and_the_report_validates(demo_views, tmp_pat
     assert {(row["method"], row["view"]) for row in document["results"]} == {("random", "flow"),
                                                                             ("random", "ensemble")}
     assert "| Random |" in (tmp_path / "finetune.md").read_text()
+
+
+def test_seed_summary_gives_mean_and_spread():
+    from cocon.train.evaluate import seeds_markdown
+
+    documents = [{"dataset": f"demo{seed}", "results": [{"method": "cocon", "view": "rgb", "top1": top1}]}
+                 for seed, top1 in enumerate((0.5, 0.7, 0.6))]
+    assert "| CoCon | 60.0 ± 10.0 | — |" in seeds_markdown(documents)

@@ -175,11 +175,12 @@ def test_real_clips_in_official_layouts(tmp_path, ucf_splits, hmdb_splits, video
         root: {videos_dir / 'ucf101'}
         splits: {ucf_splits}
         classes: [PushUps, Shotput, HeadMassage, PlayingGuitar, ApplyEyeMakeup]
-        split: 2
+        split: 3
         shard_size: 1000
         frames: {{short_side: 48}}
         flow: {{method: tvl1, tvl1: {{warps: 2, nscales: 3}}}}
         pretrain: {TINY_PRETRAIN}
+        finetune: {{epochs: 1, milestones: [1], batch_size: 2, workers: 0, gpus: 0}}
     """)
     write_yaml(tmp_path / "hmdb.yaml", f"""
         layout: hmdb51
@@ -191,10 +192,13 @@ def test_real_clips_in_official_layouts(tmp_path, ucf_splits, hmdb_splits, video
         flow: {{method: farneback}}
     """)
     config = workflow_config(tmp_path, {"ucf": "ucf.yaml", "hmdb": "hmdb.yaml"}, ["ucf", "hmdb"])
-    run_snakemake(tmp_path, "results/hmdb/views.tsv", *[f"results/ucf/pretrain/cocon/{view}.pt" for view in VIEWS],
-                  "--configfile", str(config))
+    run_snakemake(tmp_path, "results/hmdb/views.tsv", "results/ucf/finetune.json", "--configfile", str(config))
     _, state = load_pretrained(tmp_path / "results" / "ucf" / "pretrain" / "cocon" / "rgb.pt")
     assert state["dataset"] == "ucf" and len(state["history"]) == 1
+    # split 3: PlayingGuitar is the test video, the other four train (one of them validates)
+    document = json.loads((tmp_path / "results" / "ucf" / "finetune.json").read_text())
+    assert document["split"] == 3 and document["num_classes"] == 101
+    assert {row["num_test_videos"] for row in document["results"]} == {1}
     ucf_usable = {"v_PushUps_g02_c03", "v_Shotput_g05_c02", "v_HeadMassage_g02_c05", "v_PlayingGuitar_g16_c02",
                   "v_ApplyEyeMakeup_g01_c01"}
     for name, expected in (("ucf", ucf_usable), ("hmdb", None)):
@@ -243,7 +247,29 @@ def test_ucf101_scale_dry_run_plans_under_1000_jobs(tmp_path, ucf_splits):
         splits: {ucf_splits}
     """)
     config = workflow_config(tmp_path, {"ucf101": "ucf101.yaml"}, ["ucf101"])
-    plan = run_snakemake(tmp_path, "--configfile", str(config), "-n")
+    plan = run_snakemake(tmp_path, "results/ucf101/finetune.json", "--configfile", str(config), "-n")
     jobs = planned_jobs(plan.stdout)
-    assert jobs["frames"] == jobs["flow"] == 134  # 13,320 videos in shards of 100
+    assert jobs["frames"] == jobs["flow"] == jobs["pose"] == jobs["seg"] == 134  # 13,320 videos in shards of 100
+    assert jobs["pretrain_cpc"] == 4 and jobs["pretrain_cocon"] == 1
+    assert jobs["finetune"] == 12 and jobs["finetune_report"] == 1
     assert jobs["total"] <= 1000
+
+
+def test_cross_dataset_finetuning_uses_the_other_datasets_encoders(tmp_path, ucf_splits, hmdb_splits):
+    """The paper's Table 2 as one config key: fine-tune on one dataset what another pretrained."""
+    write_yaml(tmp_path / "ucf101.yaml", f"""
+        layout: ucf101
+        root: {tmp_path / 'UCF-101'}
+        splits: {ucf_splits}
+        finetune: {{pretrained_on: hmdb51}}
+    """)
+    write_yaml(tmp_path / "hmdb51.yaml", f"""
+        layout: hmdb51
+        root: {tmp_path / 'hmdb51'}
+        splits: {hmdb_splits}
+    """)
+    config = workflow_config(tmp_path, {"ucf101": "ucf101.yaml", "hmdb51": "hmdb51.yaml"}, ["ucf101"])
+    plan = run_snakemake(tmp_path, "results/ucf101/finetune.json", "--configfile", str(config), "-n")
+    assert "results/hmdb51/pretrain/cocon/rgb.pt" in plan.stdout
+    assert "results/ucf101/pretrain/" not in plan.stdout
+    assert planned_jobs(plan.stdout)["pretrain_cocon"] == 1

@@ -104,3 +104,24 @@ def write_report(dataset: dict, manifest_path, entries: dict[tuple[str, str], di
     Path(markdown_path).write_text(table3_markdown(document))
     Path(details_path).write_text(json.dumps(details, indent=1) + "\n")
     return document
+
+
+def seeds_markdown(documents: list[dict]) -> str:
+    """Top-1 mean and standard deviation over runs that differ only in their seeds."""
+    values: dict[tuple[str, str], list[float]] = {}
+    for document in documents:
+        for row in document["results"]:
+            values.setdefault((row["method"], row["view"]), []).append(100 * row["top1"])
+    views = ["rgb", "flow", "pose", "seg", "ensemble"]
+    methods = [method for method in ROW_NAMES if any(key[0] == method for key in values)]
+    lines = [f"Top-1 (%) over {len(documents)} seeds ({', '.join(d['dataset'] for d in documents)}): "
+             "mean ± standard deviation", "", "| initialisation | " + " | ".join(views) + " |",
+             "|---" * (len(views) + 1) + "|"]
+    for method in methods:
+        cells = []
+        for view in views:
+            numbers = values.get((method, view))
+            cells.append(f"{np.mean(numbers):.1f} ± {np.std(numbers, ddof=1) if len(numbers) > 1 else 0:.1f}"
+                         if numbers else "—")
+        lines.append(f"| {ROW_NAMES[method]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

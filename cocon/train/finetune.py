@@ -62,6 +62,12 @@ def split_videos(manifest_path, split: int, val_fraction: float, seed: int):
         count = int(round(len(members) * val_fraction))
         if count and len(members) > 1:
             val_ids.update(generator.choice(members, size=min(count, len(members) - 1), replace=False).tolist())
+    if not val_ids and len(train) > 1:
+        # no class has videos to spare (a handful of clips): validate on a share of the
+        # whole train part instead, still never on the test split
+        count = min(max(1, int(round(len(train) * val_fraction))), len(train) - 1)
+        val_ids.update(generator.choice(sorted(row.video_id for row in train), size=count, replace=False).tolist())
+        log.warning("no class has a video to spare for validation: %d train video(s) of any class validate", count)
     return ([refs[row.video_id] for row in train if row.video_id not in val_ids],
             [refs[video_id] for video_id in sorted(val_ids)], test)
 
