@@ -178,16 +178,9 @@ def run_finetuning(job: FinetuneJob) -> None:
     fingerprint = config_hash({"finetune": settings, "model": model_settings, "init": job.init, "view": job.view,
                                "checkpoint": job.checkpoint, "epochs": epochs, "split": job.dataset["split"]})
     state_path, best_path = Path(job.state_dir) / "last.pt", Path(job.state_dir) / "best.pt"
-    start_epoch, history, best = 0, [], {"accuracy": -1.0, "epoch": -1}
-    if state_path.exists():
-        state = checkpoints.load(state_path)
-        if state["fingerprint"] == fingerprint:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            torch.set_rng_state(state["torch_rng"])
-            start_epoch, history, best = state["epoch"] + 1, state["history"], state["best"]
-            log.info("resuming from %s after epoch %d", state_path, state["epoch"])
+    state = checkpoints.resume_training(state_path, fingerprint, model, optimizer, scheduler)
+    start_epoch, history, best = ((state["epoch"] + 1, state["history"], state["best"]) if state
+                                  else (0, [], {"accuracy": -1.0, "epoch": -1}))
     spec = ClipSpec(model_settings["num_blocks"], model_settings["block_length"], model_settings["frame_stride"])
     sizes = model_settings["input_size"]
     clips = ClipDataset(train, job.views_dir, [job.view], sizes, spec, train=True, seed=settings["seed"])
@@ -235,9 +228,8 @@ def run_finetuning(job: FinetuneJob) -> None:
             best = {"accuracy": val_accuracy, "epoch": epoch}
             checkpoints.save({"model": model.state_dict(), "epoch": epoch}, best_path)
         write_metrics(Path(job.state_dir) / "metrics.csv", history)
-        checkpoints.save({"fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(),
-                          "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                          "torch_rng": torch.get_rng_state(), "history": history, "best": best}, state_path)
+        checkpoints.save_training_state(state_path, fingerprint, epoch, model, optimizer, scheduler, history,
+                                        best=best)
     writer.close()
     model.load_state_dict(checkpoints.load(best_path)["model"])
     log.info("best validation top-1 %.4f at epoch %d", best["accuracy"], best["epoch"])

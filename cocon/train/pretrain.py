@@ -140,20 +140,8 @@ def _train(job: PretrainJob, settings: dict, method: dict, runtime: Runtime) -> 
                                                            patience=settings["plateau_patience"],
                                                            min_lr=settings["min_lr"])
     state_path = Path(job.state_dir) / "last.pt"
-    start_epoch, history = 0, []
-    if state_path.exists():
-        state = checkpoints.load(state_path)
-        if state["fingerprint"] == fingerprint:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            torch.set_rng_state(state["torch_rng"])
-            if cuda and state.get("cuda_rng") is not None:
-                torch.cuda.set_rng_state(state["cuda_rng"])
-            start_epoch, history = state["epoch"] + 1, state["history"]
-            log.info("resuming from %s after epoch %d", state_path, state["epoch"])
-        else:
-            log.info("%s was written with other settings; starting over", state_path)
+    state = checkpoints.resume_training(state_path, fingerprint, model, optimizer, scheduler)
+    start_epoch, history = (state["epoch"] + 1, state["history"]) if state else (0, [])
     trained = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if cuda else None) \
         if runtime.distributed else model
 
@@ -207,11 +195,7 @@ def _train(job: PretrainJob, settings: dict, method: dict, runtime: Runtime) -> 
             for name, value in row.items():
                 if name != "epoch":
                     writer.add_scalar(name, value, epoch)
-            checkpoints.save({"fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(),
-                              "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                              "torch_rng": torch.get_rng_state(),
-                              "cuda_rng": torch.cuda.get_rng_state() if cuda else None,
-                              "history": history}, state_path)
+            checkpoints.save_training_state(state_path, fingerprint, epoch, model, optimizer, scheduler, history)
     if runtime.is_main:
         writer.close()
         for view in job.views:
