@@ -62,3 +62,18 @@ def workflow_config(workdir: Path, datasets: dict[str, str], targets: list[str])
     lines = ["datasets:"] + [f"  {name}: {path}" for name, path in datasets.items()]
     lines += [f"targets: [{', '.join(targets)}]", "threads: {manifest: 2, frames: 1, flow: 2}"]
     return write_yaml(workdir / "config.yaml", "\n".join(lines) + "\n")
+
+
+def build_demo_views(root: Path, dataset: dict) -> Path:
+    """Generate ``dataset``'s demo videos under ``root`` and their rgb and flow shards, through
+    the real stages (the dataset's shard_size must hold every video in shard 00000)."""
+    from cocon.data.demo import generate_demo
+    from cocon.data.manifest import run_manifest
+    from cocon.views.flow import extract_flow
+    from cocon.views.frames import extract_frames
+
+    generate_demo(root / "videos", **dataset["demo"])
+    run_manifest(dataset, root / "manifest.tsv", root / "excluded.tsv")
+    extract_frames(dataset, root / "manifest.tsv", "00000", root / "views" / "rgb" / "00000.h5")
+    extract_flow(dataset, root / "views" / "rgb" / "00000.h5", root / "views" / "flow" / "00000.h5")
+    return root

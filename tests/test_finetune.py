@@ -7,13 +7,11 @@ import torch
 
 from cocon.config import load_schema, validate
 from cocon.data.clips import ClipDataset, ClipSpec
-from cocon.data.demo import generate_demo
-from cocon.data.manifest import read_manifest, run_manifest
+from cocon.data.manifest import read_manifest
 from cocon.train import checkpoints
 from cocon.train.evaluate import write_report
 from cocon.train.finetune import FinetuneJob, build_classifier, freeze, run_finetuning, set_train_mode, split_videos
-from cocon.views.flow import extract_flow
-from cocon.views.frames import extract_frames
+from tests.conftest import build_demo_views
 
 TINY = {"width": 0.125, "num_blocks": 4, "pred_steps": 1, "block_length": 2, "frame_stride": 2,
         "input_size": {"rgb": 32, "flow": 32, "pose": 32, "seg": 32}, "gpus": 0}
@@ -33,12 +31,7 @@ def dataset_config(root: Path, **finetune) -> dict:
 @pytest.fixture(scope="module")
 def demo_views(tmp_path_factory):
     root = tmp_path_factory.mktemp("finetune")
-    dataset = dataset_config(root)
-    generate_demo(root / "videos", **dataset["demo"])
-    run_manifest(dataset, root / "manifest.tsv", root / "excluded.tsv")
-    extract_frames(dataset, root / "manifest.tsv", "00000", root / "views" / "rgb" / "00000.h5")
-    extract_flow(dataset, root / "views" / "rgb" / "00000.h5", root / "views" / "flow" / "00000.h5")
-    return root
+    return build_demo_views(root, dataset_config(root))
 
 
 def test_validation_is_carved_from_train_never_test(demo_views):

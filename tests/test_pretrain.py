@@ -11,18 +11,17 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
+import yaml
 
 from cocon.config import load_schema, validate
 from cocon.data.clips import ClipDataset, ClipSpec
-from cocon.data.demo import generate_demo
-from cocon.data.manifest import run_manifest
 from cocon.train import checkpoints
 from cocon.train.distributed import Runtime, setup, shutdown
 from cocon.train.pretrain import (
-    METHODS, NonFiniteLossError, PretrainJob, _losses, build_model, load_pretrained, run_pretraining, videos_of,
+    METHODS, MultiViewDPC, NonFiniteLossError, PretrainJob, _losses, build_model, load_pretrained, run_pretraining,
+    videos_of,
 )
-from cocon.views.flow import extract_flow
-from cocon.views.frames import extract_frames
+from tests.conftest import build_demo_views
 
 TINY = {"width": 0.125, "num_blocks": 4, "pred_steps": 1, "block_length": 2, "frame_stride": 2,
         "input_size": {"rgb": 32, "flow": 32, "pose": 32, "seg": 32}, "batch_size": 4, "workers": 0, "gpus": 0,
@@ -42,12 +41,7 @@ def tiny_dataset(root: Path, **pretrain) -> dict:
 def tiny_views(tmp_path_factory):
     """rgb and flow shards of a 12-video demo set (9 for training)."""
     root = tmp_path_factory.mktemp("pretrain")
-    dataset = tiny_dataset(root)
-    generate_demo(root / "videos", **dataset["demo"])
-    run_manifest(dataset, root / "manifest.tsv", root / "excluded.tsv")
-    extract_frames(dataset, root / "manifest.tsv", "00000", root / "views" / "rgb" / "00000.h5")
-    extract_flow(dataset, root / "views" / "rgb" / "00000.h5", root / "views" / "flow" / "00000.h5")
-    return root
+    return build_demo_views(root, tiny_dataset(root))
 
 
 def job(root: Path, tmp: Path, method: str, views: list[str], epochs: int, init=None, **pretrain) -> PretrainJob:
@@ -82,7 +76,6 @@ def test_method_needs_the_right_number_of_views(tiny_views, tmp_path):
 def _cli(root: Path, out: Path, epochs: int) -> list[str]:
     config = out / "tiny.yaml"
     dataset = tiny_dataset(root)
-    import yaml
     config.write_text(yaml.safe_dump({key: dataset[key] for key in ("layout", "root", "test_fraction", "demo",
                                                                      "pretrain")}))
     return [str(Path(sys.executable).with_name("cocon")), "pretrain", "--dataset", str(config), "--method", "cpc",
@@ -153,7 +146,6 @@ def _distributed_worker(rank: int, root: str, port: int, results) -> None:
     runtime = setup(0)
     torch.manual_seed(0)
     settings = tiny_dataset(Path(root))["pretrain"]
-    from cocon.train.pretrain import MultiViewDPC
     model = MultiViewDPC({view: build_model(settings, view) for view in ("rgb", "flow")}).eval()
     ddp = torch.nn.parallel.DistributedDataParallel(model)
     batch = _batch(Path(root))
@@ -166,7 +158,6 @@ def _distributed_worker(rank: int, root: str, port: int, results) -> None:
 def test_distributed_loss_and_gradients_equal_one_process(tiny_views):
     settings = tiny_dataset(tiny_views)["pretrain"]
     torch.manual_seed(0)
-    from cocon.train.pretrain import MultiViewDPC
     model = MultiViewDPC({view: build_model(settings, view) for view in ("rgb", "flow")}).eval()
     single_loss, single_grads = _loss_and_grads(model, _batch(tiny_views), Runtime(0, 1, torch.device("cpu")),
                                                 settings)
