@@ -11,9 +11,9 @@ DATASETS = {name: load_dataset_config(path, name) for name, path in config["data
 for _name, _dataset in DATASETS.items():
     if _dataset["layout"] == "demo" and Path(_dataset["root"]) != Path(f"results/{_name}/videos"):
         raise ValueError(f"{config['datasets'][_name]}: root: a demo dataset is generated into results/{_name}/videos")
-    for _target in config["targets"]:
-        if _target not in DATASETS:
-            raise ValueError(f"targets: {_target!r} is not one of the datasets {sorted(DATASETS)}")
+for _target in config["targets"]:
+    if _target not in DATASETS:
+        raise ValueError(f"targets: {_target!r} is not one of the datasets {sorted(DATASETS)}")
 
 VIEWS = config["views"]
 
