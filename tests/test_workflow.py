@@ -1,4 +1,5 @@
 """End-to-end: the real Snakemake DAG on tiny configs (the demo generator and real clips)."""
+import contextlib
 import json
 import re
 import subprocess
@@ -21,6 +22,18 @@ TINY_PRETRAIN = ("{width: 0.125, num_blocks: 4, pred_steps: 1, block_length: 2, 
                  "input_size: {rgb: 32, flow: 32, pose: 16, seg: 16}, batch_size: 2, workers: 0, gpus: 0, "
                  "cpc_epochs: 2, cocon_epochs: 1}")
 VIEWS = ("rgb", "flow", "pose", "seg")
+
+
+@contextlib.contextmanager
+def edited(path, old: str, new: str):
+    """``path`` with ``old`` replaced by ``new`` for the duration of the block."""
+    original = path.read_text()
+    assert old in original
+    path.write_text(original.replace(old, new))
+    try:
+        yield
+    finally:
+        path.write_text(original)
 
 
 def planned_jobs(output: str) -> dict[str, int]:
@@ -144,14 +157,11 @@ def test_demo_to_finetune_json(demo_run):
 
 def test_changing_a_finetune_setting_reruns_finetuning_only(demo_run):
     workdir, config = demo_run
-    settings = workdir / "tiny.yaml"
-    original = settings.read_text()
-    settings.write_text(original.replace("finetune: {epochs: 1,", "finetune: {epochs: 1, lr: 0.01,"))
-    try:
+    # built already when the test before this one ran; alone, this builds it
+    run_snakemake(workdir, "results/tiny/finetune.json", "--configfile", str(config))
+    with edited(workdir / "tiny.yaml", "finetune: {epochs: 1,", "finetune: {epochs: 1, lr: 0.01,"):
         plan = run_snakemake(workdir, "results/tiny/finetune.json", "--configfile", str(config), "-n")
         assert planned_jobs(plan.stdout) == {"finetune": 12, "finetune_report": 1, "total": 13}
-    finally:
-        settings.write_text(original)
     plan = run_snakemake(workdir, "results/tiny/finetune.json", "--configfile", str(config), "-n",
                          "--forcerun", "pretrain_cocon")
     assert planned_jobs(plan.stdout) == {"pretrain_cocon": 1, "finetune": 4, "finetune_report": 1, "total": 6}
@@ -159,14 +169,9 @@ def test_changing_a_finetune_setting_reruns_finetuning_only(demo_run):
 
 def test_changing_a_flow_setting_reruns_flow_only(demo_run):
     workdir, config = demo_run
-    settings = workdir / "tiny.yaml"
-    original = settings.read_text()
-    settings.write_text(original.replace("method: farneback", "method: farneback, bound: 10"))
-    try:
-        plan = run_snakemake(workdir, "--configfile", str(config), "-n", "results/tiny/views.tsv")
+    with edited(workdir / "tiny.yaml", "method: farneback", "method: farneback, bound: 10"):
+        plan = run_snakemake(workdir, "results/tiny/views.tsv", "--configfile", str(config), "-n")
         assert planned_jobs(plan.stdout) == {"flow": 3, "views": 1, "total": 4}
-    finally:
-        settings.write_text(original)
 
 
 def test_real_clips_in_official_layouts(tmp_path, ucf_splits, hmdb_splits, videos_dir):
