@@ -79,14 +79,15 @@ def cmd_pretrain(args) -> None:
 
     outputs = _view_paths(args.out, "--out")
     launch(PretrainJob(_dataset(args), args.method, list(outputs), args.views_dir, args.manifest, outputs,
-                       args.state, _view_paths(args.init, "--init") or None, args.epochs))
+                       args.state, split=args.split, init=_view_paths(args.init, "--init") or None,
+                       epochs=args.epochs))
 
 
 def cmd_finetune(args) -> None:
     from cocon.train.finetune import FinetuneJob, run_finetuning
 
     run_finetuning(FinetuneJob(_dataset(args), args.init, args.view, args.views_dir, args.manifest, args.pretrained,
-                               args.out, args.scores, args.state, args.epochs))
+                               args.out, args.scores, args.state, split=args.split, epochs=args.epochs))
 
 
 def cmd_report(args) -> None:
@@ -165,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--init", action="append", metavar="VIEW=PATH", help="cpc checkpoint per view (joint methods)")
     sub.add_argument("--state", required=True, help="folder for the per-epoch state a rerun resumes from")
     sub.add_argument("--epochs", type=int, help="override pretrain.cpc_epochs / cocon_epochs")
+    sub.add_argument("--split", type=int, default=1, choices=[1, 2, 3], help="official split whose train videos it sees")
 
     sub = command("finetune", cmd_finetune, "fine-tune one view from a pretrained checkpoint (or random) and test it")
     sub.add_argument("--init", required=True, choices=["random", "cpc", "cocon", "cpc+sim", "cpc+sync"])
@@ -176,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--scores", required=True, help="test softmax per video (.npz)")
     sub.add_argument("--state", required=True, help="folder for the per-epoch state a rerun resumes from")
     sub.add_argument("--epochs", type=int, help="override finetune.epochs")
+    sub.add_argument("--split", type=int, default=1, choices=[1, 2, 3], help="official split trained and tested on")
 
     sub = command("report", cmd_report, "finetune.json, finetune.md and per-class details from test scores")
     sub.add_argument("--manifest", required=True, help="the dataset's manifest.tsv")

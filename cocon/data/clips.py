@@ -11,6 +11,7 @@ indices wrap around (the video is looped), never padded with zeros. Usable frame
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,10 @@ import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
 
+from cocon.data.manifest import read_manifest
 from cocon.data.shards import ShardReader
+
+log = logging.getLogger(__name__)
 
 VIEW_CHANNELS = {"rgb": 3, "flow": 2, "pose": 17, "seg": 1}
 # COCO keypoints after a horizontal flip: left and right swap
@@ -72,6 +76,29 @@ class VideoRef:
     shard: str
     num_frames: int
     label_index: int
+
+
+def split_videos(manifest_path, split: int, val_fraction: float, seed: int):
+    """(train, val, test) VideoRefs of ``split``: val is carved from its train part, per class."""
+    rows = [row for row in read_manifest(manifest_path) if row.ok]
+    refs = {row.video_id: VideoRef(row.video_id, row.shard, row.num_frames, row.label_index) for row in rows}
+    train = [row for row in rows if row.role(split) == "train"]
+    test = [refs[row.video_id] for row in rows if row.role(split) == "test"]
+    generator = np.random.default_rng(seed)
+    val_ids = set()
+    for label in sorted({row.label_index for row in train}):
+        members = sorted(row.video_id for row in train if row.label_index == label)
+        count = int(round(len(members) * val_fraction))
+        if count and len(members) > 1:
+            val_ids.update(generator.choice(members, size=min(count, len(members) - 1), replace=False).tolist())
+    if not val_ids and len(train) > 1:
+        # no class has videos to spare (a handful of clips): validate on a share of the
+        # whole train part instead, still never on the test split
+        count = min(max(1, int(round(len(train) * val_fraction))), len(train) - 1)
+        val_ids.update(generator.choice(sorted(row.video_id for row in train), size=count, replace=False).tolist())
+        log.warning("no class has a video to spare for validation: %d train video(s) of any class validate", count)
+    return ([refs[row.video_id] for row in train if row.video_id not in val_ids],
+            [refs[video_id] for video_id in sorted(val_ids)], test)
 
 
 def sample_seed(*keys: int) -> int:

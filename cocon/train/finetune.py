@@ -22,7 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from cocon.config import config_hash
-from cocon.data.clips import ClipDataset, ClipSpec, EpochSampler, VideoRef
+from cocon.data.clips import ClipDataset, ClipSpec, EpochSampler, split_videos
 from cocon.data.manifest import read_manifest
 from cocon.models import Classifier
 from cocon.train import checkpoints
@@ -45,31 +45,9 @@ class FinetuneJob:
     output: str                   # the best model
     scores: str                   # test-set softmax per video (.npz)
     state_dir: str
+    split: int = 1                # the official split trained and tested on
     epochs: int | None = None
     threads: int | None = None
-
-
-def split_videos(manifest_path, split: int, val_fraction: float, seed: int):
-    """(train, val, test) VideoRefs: val is carved from the official train part, per class."""
-    rows = [row for row in read_manifest(manifest_path) if row.ok]
-    refs = {row.video_id: VideoRef(row.video_id, row.shard, row.num_frames, row.label_index) for row in rows}
-    train = [row for row in rows if row.role(split) == "train"]
-    test = [refs[row.video_id] for row in rows if row.role(split) == "test"]
-    generator = np.random.default_rng(seed)
-    val_ids = set()
-    for label in sorted({row.label_index for row in train}):
-        members = sorted(row.video_id for row in train if row.label_index == label)
-        count = int(round(len(members) * val_fraction))
-        if count and len(members) > 1:
-            val_ids.update(generator.choice(members, size=min(count, len(members) - 1), replace=False).tolist())
-    if not val_ids and len(train) > 1:
-        # no class has videos to spare (a handful of clips): validate on a share of the
-        # whole train part instead, still never on the test split
-        count = min(max(1, int(round(len(train) * val_fraction))), len(train) - 1)
-        val_ids.update(generator.choice(sorted(row.video_id for row in train), size=count, replace=False).tolist())
-        log.warning("no class has a video to spare for validation: %d train video(s) of any class validate", count)
-    return ([refs[row.video_id] for row in train if row.video_id not in val_ids],
-            [refs[video_id] for video_id in sorted(val_ids)], test)
 
 
 def build_classifier(dataset: dict, view: str, num_classes: int, checkpoint: str | None) -> Classifier:
@@ -165,7 +143,7 @@ def run_finetuning(job: FinetuneJob) -> None:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"finetune.gpus is {settings['gpus']} but CUDA is not available on this machine")
     epochs = job.epochs or settings["epochs"]
-    train, val, test = split_videos(job.manifest, job.dataset["split"], settings["val_fraction"], settings["seed"])
+    train, val, test = split_videos(job.manifest, job.split, settings["val_fraction"], settings["seed"])
     if not val:
         raise ValueError(f"{job.manifest}: too few training videos to carve a validation part "
                          f"(finetune.val_fraction {settings['val_fraction']})")
@@ -176,7 +154,7 @@ def run_finetuning(job: FinetuneJob) -> None:
     optimizer = torch.optim.Adam(trainable, lr=settings["lr"], weight_decay=settings["weight_decay"])
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, settings["milestones"], settings["gamma"])
     fingerprint = config_hash({"finetune": settings, "model": model_settings, "init": job.init, "view": job.view,
-                               "checkpoint": job.checkpoint, "epochs": epochs, "split": job.dataset["split"]})
+                               "checkpoint": job.checkpoint, "epochs": epochs, "split": job.split})
     state_path, best_path = Path(job.state_dir) / "last.pt", Path(job.state_dir) / "best.pt"
     state = checkpoints.resume_training(state_path, fingerprint, model, optimizer, scheduler)
     start_epoch, history, best = ((state["epoch"] + 1, state["history"], state["best"]) if state

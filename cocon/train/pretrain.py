@@ -83,6 +83,7 @@ class PretrainJob:
     manifest: str
     outputs: dict[str, str]            # view -> final checkpoint
     state_dir: str
+    split: int = 1                      # the official split whose train videos it sees
     init: dict[str, str] | None = None  # view -> cpc checkpoint (joint methods)
     epochs: int | None = None           # default: cpc_epochs or cocon_epochs
     threads: int | None = None          # torch CPU threads (default: torch's choice)
@@ -122,7 +123,7 @@ def _train(job: PretrainJob, settings: dict, method: dict, runtime: Runtime) -> 
     cuda = device.type == "cuda"
     epochs = job.epochs or settings["cocon_epochs" if method["joint"] else "cpc_epochs"]
     fingerprint = config_hash({"pretrain": settings, "method": job.method, "views": job.views, "epochs": epochs,
-                               "init": job.init})
+                               "init": job.init, "split": job.split})
     models = {view: build_model(settings, view) for view in job.views}
     if job.init:
         for view in job.views:
@@ -146,7 +147,7 @@ def _train(job: PretrainJob, settings: dict, method: dict, runtime: Runtime) -> 
         if runtime.distributed else model
 
     spec = ClipSpec(settings["num_blocks"], settings["block_length"], settings["frame_stride"])
-    videos = videos_of(job.manifest, job.dataset["split"], "train")
+    videos = videos_of(job.manifest, job.split, "train")
     dataset = ClipDataset(videos, job.views_dir, job.views, settings["input_size"], spec, train=True,
                           seed=settings["seed"])
     sampler = EpochSampler(len(dataset), settings["batch_size"], settings["seed"], runtime.rank, runtime.world_size)
