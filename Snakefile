@@ -1,6 +1,6 @@
 # CoCon: raw videos -> manifest -> view shards (rgb, flow, pose, seg) -> CPC per view -> CoCon jointly
 # -> fine-tuning and dense testing per view -> results/{dataset}/finetune.json.
-# Targets: results/{dataset}/finetune.json (everything), views.tsv, pretrain/{method}/{view}.pt.
+# Targets: results/{dataset}/paper.md (the paper's tables), finetune.json (every split), views.tsv.
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
@@ -22,6 +22,7 @@ include: "workflow/rules/seg.smk"
 include: "workflow/rules/views.smk"
 include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/finetune.smk"
+include: "workflow/rules/paper.smk"
 
 
 rule all:

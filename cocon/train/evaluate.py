@@ -1,5 +1,6 @@
-"""The results of fine-tuning: finetune.json (schema: cocon/schemas/finetune.schema.json),
-finetune.md laid out like the paper's Table 3, and per-class accuracy and confusion matrices."""
+"""The results of fine-tuning: finetune.json (schema: cocon/schemas/finetune.schema.json)
+per split and over the splits, finetune.md laid out like the paper's Table 3, and per-class
+accuracy and confusion matrices."""
 from __future__ import annotations
 
 import json
@@ -10,16 +11,11 @@ import numpy as np
 
 from cocon.config import config_hash, load_schema
 from cocon.data.manifest import read_manifest
+from cocon.experiments import VIEW_ORDER, parse_init
 from cocon.train.finetune import accuracy
 
-# The paper's Table 3: UCF101 split 1, pretrained on UCF101, top-1 %
-PAPER_TABLE3 = {
-    "random": {"rgb": 46.7, "flow": 65.3},
-    "cpc": {"rgb": 63.7, "flow": 69.8},
-    "cocon (2 views)": {"rgb": 67.8, "flow": 72.5},
-    "cocon (4 views)": {"rgb": 71.0, "flow": 74.5, "pose": 58.7, "seg": 55.8},
-}
 ROW_NAMES = {"random": "Random", "cpc": "CPC", "cocon": "CoCon", "cpc+sim": "CPC + sim", "cpc+sync": "CPC + sync"}
+VIEW_COLUMNS = ["rgb", "flow", "pose", "seg", "ensemble"]
 
 
 def load_scores(path) -> dict:
@@ -37,73 +33,136 @@ def _metrics(scores: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
             "per_class": per_class, "confusion": confusion.tolist()}
 
 
-def build_report(dataset: dict, manifest_path, entries: dict[tuple[str, str], dict]) -> tuple[dict, dict]:
-    """``entries``: (init, view) -> {"scores": npz path, "checkpoint": path or None}. Returns the
-    finetune.json document and the details (per-class accuracy, confusion matrices)."""
-    settings = dataset["finetune"]
+def build_report(dataset: dict, split: int, manifest_path, entries: dict[tuple[str, str], dict]) -> tuple[dict, dict]:
+    """``entries``: (init, view) -> {"scores": npz path, "checkpoint": path or None}, where
+    init is a name of cocon.experiments (random, ucf101/cpc, ucf101/cocon/rgb+flow ...).
+    Returns the finetune.json document of ``split`` and the details (per-class accuracy,
+    confusion matrices)."""
     rows = read_manifest(manifest_path)
     labels_by_index = {row.label_index: row.label for row in rows}
     num_classes = 1 + max(labels_by_index)
-    pretrained_on = settings["pretrained_on"] or dataset["name"]
     results, details = [], {"classes": [labels_by_index.get(index, "") for index in range(num_classes)]}
     loaded = {key: load_scores(entry["scores"]) for key, entry in entries.items()}
+
+    def row(init_name: str, view: str, metrics: dict, **fields) -> dict:
+        init = parse_init(init_name)
+        return {"init": init_name, "method": init.method, "view_set": list(init.views) or None,
+                "pretrained_on": init.source, "view": view, "top1": metrics["top1"], "top5": metrics["top5"],
+                "top1_std": 0.0, "top5_std": 0.0,
+                "per_split": [{"split": split, "top1": metrics["top1"], "top5": metrics["top5"]}], **fields}
+
     for (init, view), data in sorted(loaded.items()):
         metrics = _metrics(data["scores"], data["labels"], num_classes)
         details[f"{init}/{view}"] = {"per_class_top1": metrics["per_class"], "confusion": metrics["confusion"]}
-        results.append({"method": init, "view": view, "top1": metrics["top1"], "top5": metrics["top5"],
-                        "num_test_videos": int(len(data["labels"])), "num_test_windows": int(data["windows"]),
-                        "checkpoint": entries[(init, view)]["checkpoint"],
-                        "pretrained_on": None if init == "random" else pretrained_on})
-    weights = settings["ensemble_weights"]
+        results.append(row(init, view, metrics, num_test_videos=int(len(data["labels"])),
+                           num_test_windows=int(data["windows"]), checkpoint=entries[(init, view)]["checkpoint"]))
     for init in sorted({init for init, _ in loaded}):
-        views = sorted(view for method, view in loaded if method == init)
-        reference = loaded[(init, views[0])]
-        for view in views:
-            if not np.array_equal(loaded[(init, view)]["video_ids"], reference["video_ids"]):
-                raise ValueError(f"{init}: the {view} and {views[0]} scores cover different test videos")
-        fused = sum(weights[view] * loaded[(init, view)]["scores"] for view in views)
-        metrics = _metrics(fused, reference["labels"], num_classes)
+        views = [view for view in VIEW_ORDER if (init, view) in loaded]
+        fused, labels = fuse({view: loaded[(init, view)] for view in views},
+                             dataset["finetune"]["ensemble_weights"], init)
+        metrics = _metrics(fused, labels, num_classes)
         details[f"{init}/ensemble"] = {"per_class_top1": metrics["per_class"], "confusion": metrics["confusion"]}
-        results.append({"method": init, "view": "ensemble", "views": views,
-                        "weights": {view: weights[view] for view in views},
-                        "top1": metrics["top1"], "top5": metrics["top5"],
-                        "num_test_videos": int(len(reference["labels"])), "num_test_windows": None,
-                        "checkpoint": None, "pretrained_on": None if init == "random" else pretrained_on})
-    document = {"dataset": dataset["name"], "split": dataset["split"], "num_classes": num_classes,
-                "config_hash": config_hash({key: dataset[key] for key in ("pretrain", "finetune", "split")}),
+        results.append(row(init, "ensemble", metrics, views=views,
+                           weights={view: dataset["finetune"]["ensemble_weights"][view] for view in views},
+                           num_test_videos=int(len(labels)), num_test_windows=None, checkpoint=None))
+    document = {"dataset": dataset["name"], "splits": [split], "num_classes": num_classes,
+                "config_hash": config_hash({key: dataset[key] for key in ("pretrain", "finetune")}),
                 "results": results}
     return document, details
 
 
+def fuse(scores: dict[str, dict], weights: dict[str, float], what: str) -> tuple[np.ndarray, np.ndarray]:
+    """The late-fusion ensemble: the weighted sum of the views' softmax scores, after checking
+    that every view scored the same test videos. Returns (fused scores, labels)."""
+    views = list(scores)
+    reference = scores[views[0]]
+    for view in views[1:]:
+        if not np.array_equal(scores[view]["video_ids"], reference["video_ids"]):
+            raise ValueError(f"{what}: the {view} and {views[0]} scores cover different test videos")
+    return sum(weights[view] * scores[view]["scores"] for view in views), reference["labels"]
+
+
+def summarize_splits(documents: list[dict]) -> dict:
+    """One finetune.json over several splits' documents: per (init, view) the mean and the
+    standard deviation of top-1 and top-5, and each split's numbers."""
+    if len({document["dataset"] for document in documents}) != 1:
+        raise ValueError("the finetune.json files to summarize are of different datasets")
+    by_key: dict[tuple[str, str], list[dict]] = {}
+    for document in documents:
+        for result in document["results"]:
+            by_key.setdefault((result["init"], result["view"]), []).append(result)
+    results = []
+    splits = [split for document in documents for split in document["splits"]]
+    for key, rows in by_key.items():
+        if len(rows) != len(documents):
+            raise ValueError(f"{key[0]} {key[1]}: in {len(rows)} of the {len(documents)} splits' results")
+        summary = {name: value for name, value in rows[0].items() if name not in ("per_split", "checkpoint")}
+        for metric in ("top1", "top5"):
+            values = [row[metric] for row in rows]
+            summary[metric] = float(np.mean(values))
+            summary[f"{metric}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+        summary["per_split"] = [entry for row in rows for entry in row["per_split"]]
+        summary["checkpoints"] = [row.get("checkpoint") for row in rows]
+        summary["num_test_videos"] = int(sum(row["num_test_videos"] for row in rows))
+        summary["num_test_windows"] = None if rows[0]["num_test_windows"] is None else \
+            int(sum(row["num_test_windows"] for row in rows))
+        results.append(summary)
+    return {"dataset": documents[0]["dataset"], "splits": splits, "num_classes": documents[0]["num_classes"],
+            "config_hash": documents[0]["config_hash"], "results": results}
+
+
+def _row_label(result: dict) -> str:
+    label = ROW_NAMES[result["method"]]
+    if result["view_set"]:
+        label += f" ({'+'.join(result['view_set'])})"
+    return label + (f", pretrained on {result['pretrained_on']}" if result["pretrained_on"] else "")
+
+
 def table3_markdown(document: dict) -> str:
-    """Our numbers laid out like the paper's Table 3, then the paper's for reference."""
-    views = ["rgb", "flow", "pose", "seg", "ensemble"]
-    by_key = {(row["method"], row["view"]): row for row in document["results"]}
-    methods = [method for method in ROW_NAMES if any(key[0] == method for key in by_key)]
-    lines = [f"# Fine-tuning results: {document['dataset']}, split {document['split']}", "",
-             f"Top-1 accuracy (%) on the test split, {document['results'][0]['num_test_videos']} videos; "
+    """Our numbers laid out like the paper's Table 3 (its numbers are in paper.md)."""
+    by_key = {(row["init"], row["view"]): row for row in document["results"]}
+    inits = list(dict.fromkeys(row["init"] for row in document["results"]))
+    several = len(document["splits"]) > 1
+    splits = ", ".join(map(str, document["splits"]))
+    lines = [f"# Fine-tuning results: {document['dataset']}, split{'s' if several else ''} {splits}", "",
+             f"Top-1 accuracy (%) on the test split{'s' if several else ''}"
+             f"{' (mean ± standard deviation over the splits)' if several else ''}; "
              "softmax averaged over dense windows; the ensemble is the weighted late fusion of the views.", "",
-             "| initialisation | " + " | ".join(views) + " |", "|---" * (len(views) + 1) + "|"]
-    for method in methods:
-        cells = [f"{100 * by_key[(method, view)]['top1']:.1f}" if (method, view) in by_key else "—" for view in views]
-        lines.append(f"| {ROW_NAMES[method]} | " + " | ".join(cells) + " |")
-    lines += ["", f"Config hash `{document['config_hash']}`.", "",
-              "The paper's Table 3 (UCF101 split 1, pretrained on UCF101, top-1 %), for reference:", "",
-              "| initialisation | rgb | flow | pose | seg |", "|---|---|---|---|---|"]
-    for method, numbers in PAPER_TABLE3.items():
-        lines.append(f"| {method} | " + " | ".join(str(numbers.get(view, "—")) for view in ("rgb", "flow", "pose",
-                                                                                            "seg")) + " |")
+             "| initialisation | " + " | ".join(VIEW_COLUMNS) + " |", "|---" * (len(VIEW_COLUMNS) + 1) + "|"]
+    for init in inits:
+        cells = []
+        for view in VIEW_COLUMNS:
+            result = by_key.get((init, view))
+            if result is None:
+                cells.append("—")
+            elif several:
+                cells.append(f"{100 * result['top1']:.1f} ± {100 * result['top1_std']:.1f}")
+            else:
+                cells.append(f"{100 * result['top1']:.1f}")
+        first = next(row for row in document["results"] if row["init"] == init)
+        lines.append(f"| {_row_label(first)} | " + " | ".join(cells) + " |")
+    lines += ["", f"Config hash `{document['config_hash']}`. The paper's numbers are beside ours in paper.md."]
     return "\n".join(lines) + "\n"
 
 
-def write_report(dataset: dict, manifest_path, entries: dict[tuple[str, str], dict], json_path, markdown_path,
-                 details_path) -> dict:
-    document, details = build_report(dataset, manifest_path, entries)
+def write_document(document: dict, json_path, markdown_path) -> dict:
     jsonschema.validate(document, load_schema("finetune.schema.json"))
     Path(json_path).write_text(json.dumps(document, indent=2) + "\n")
     Path(markdown_path).write_text(table3_markdown(document))
+    return document
+
+
+def write_report(dataset: dict, split: int, manifest_path, entries: dict[tuple[str, str], dict], json_path,
+                 markdown_path, details_path) -> dict:
+    document, details = build_report(dataset, split, manifest_path, entries)
+    write_document(document, json_path, markdown_path)
     Path(details_path).write_text(json.dumps(details, indent=1) + "\n")
     return document
+
+
+def write_split_summary(split_reports: list, json_path, markdown_path) -> dict:
+    documents = [json.loads(Path(path).read_text()) for path in split_reports]
+    return write_document(summarize_splits(documents), json_path, markdown_path)
 
 
 def seeds_markdown(documents: list[dict]) -> str:

@@ -1,9 +1,13 @@
 # Dataset configs, shard planning and the input functions shared by the rules.
+# The experiment matrix (splits, initialisations, view sets, the paper's tables) is
+# cocon.experiments; this file only turns it into paths.
 from functools import cache
 from pathlib import Path
 
 from cocon.config import load_dataset_config
 from cocon.data.datasets import assign_shards, list_videos
+from cocon.experiments import (INIT_PATTERN, VIEW_SET_PATTERN, ExperimentError, finetune_inits, paper_cells,
+                               parse_init, pretrained_path, pretraining_split, view_set_name)
 from cocon.views.pose import backend_files
 
 DATASETS = {name: load_dataset_config(path, name) for name, path in config["datasets"].items()}
@@ -11,19 +15,23 @@ DATASETS = {name: load_dataset_config(path, name) for name, path in config["data
 for _name, _dataset in DATASETS.items():
     if _dataset["layout"] == "demo" and Path(_dataset["root"]) != Path(f"results/{_name}/videos"):
         raise ValueError(f"{config['datasets'][_name]}: root: a demo dataset is generated into results/{_name}/videos")
+    _source = _dataset["finetune"]["pretrained_on"]
+    if _source is not None and _source not in DATASETS:
+        raise ValueError(f"{config['datasets'][_name]}: finetune.pretrained_on: {_source!r} "
+                         f"is not one of the datasets {sorted(DATASETS)}")
 for _target in config["targets"]:
     if _target not in DATASETS:
         raise ValueError(f"targets: {_target!r} is not one of the datasets {sorted(DATASETS)}")
-
-VIEWS = config["views"]
 
 
 wildcard_constraints:
     dataset="|".join(DATASETS),
     shard=r"\d{5}",
-    view="|".join(VIEWS),
+    split=r"[123]",
+    view="rgb|flow|pose|seg",
     method=r"cocon|cpc\+sim|cpc\+sync",
-    init=r"random|cpc|cocon|cpc\+sim|cpc\+sync",
+    view_set=VIEW_SET_PATTERN,
+    init=INIT_PATTERN,
 
 
 @cache
@@ -33,28 +41,52 @@ def shards(dataset):
     return sorted(assign_shards(list_videos(ds), ds["shard_size"]))
 
 
+# keys that only say which runs to build: no stage's output depends on them
+PLANNING_KEYS = {"official_splits", "views", "paper"}
+STAGE_SECTIONS = {"frames", "flow", "pose", "seg", "pretrain", "finetune"}
+
+
 def dataset_params(dataset, *sections):
     """The keys of a dataset config that a stage depends on: the listing keys, plus ``sections``.
 
     Passing only these as params keeps Snakemake's params rerun trigger precise: a change
-    to the flow settings reruns flow, not the manifest or the frames.
+    to the flow settings reruns flow, not the manifest or the frames, and adding a split
+    or a view reruns nothing that exists.
     """
-    stage_sections = {"frames", "flow", "pose", "seg", "pretrain", "finetune", "split"}
     ds = DATASETS[dataset]
-    return {key: value for key, value in ds.items() if key not in stage_sections or key in sections}
+    return {key: value for key, value in ds.items()
+            if key not in PLANNING_KEYS and (key not in STAGE_SECTIONS or key in sections)}
+
+
+def config_file(dataset):
+    return config["datasets"][dataset]
+
+
+def check_view(dataset, view):
+    if view not in DATASETS[dataset]["views"]:
+        raise ValueError(f"{config_file(dataset)}: views: {view!r} is not extracted for {dataset} "
+                         f"(views: {DATASETS[dataset]['views']})")
+
+
+def check_split(dataset, split):
+    if int(split) not in DATASETS[dataset]["official_splits"]:
+        raise ValueError(f"{config_file(dataset)}: official_splits: split {split} is not configured "
+                         f"(official_splits: {DATASETS[dataset]['official_splits']})")
 
 
 def model_files(dataset, view):
     """Model files of an mm backend, as inputs: checked at planning, and a new checkpoint reruns the view."""
-    return backend_files(DATASETS[dataset][view], f"{config['datasets'][dataset]}: {view}")
+    return backend_files(DATASETS[dataset][view], f"{config_file(dataset)}: {view}")
 
 
 def view_shard_paths(dataset, views):
+    for view in views:
+        check_view(dataset, view)
     return expand("results/{dataset}/views/{view}/{shard}.h5", dataset=dataset, view=views, shard=shards(dataset))
 
 
 def view_shards(wildcards):
-    return view_shard_paths(wildcards.dataset, VIEWS)
+    return view_shard_paths(wildcards.dataset, DATASETS[wildcards.dataset]["views"])
 
 
 def demo_videos(wildcards):
@@ -63,36 +95,89 @@ def demo_videos(wildcards):
     return []
 
 
-def pretrained_path(dataset, init, view):
-    """The pretrained view model fine-tuning starts from (None for random), possibly of
-    another dataset: finetune.pretrained_on (the paper's Table 2)."""
-    if init == "random":
-        return None
-    source = DATASETS[dataset]["finetune"]["pretrained_on"] or dataset
-    if source not in DATASETS:
-        raise ValueError(f"{config['datasets'][dataset]}: finetune.pretrained_on: {source!r} "
-                         f"is not one of the datasets {sorted(DATASETS)}")
-    return f"results/{source}/pretrain/{init}/{view}.pt"
+def cpc_inputs(wildcards):
+    check_split(wildcards.dataset, wildcards.split)
+    return view_shard_paths(wildcards.dataset, [wildcards.view])
 
 
-def pretrained_input(wildcards):
-    path = pretrained_path(wildcards.dataset, wildcards.init, wildcards.view)
-    return [path] if path else []
+def joint_views(wildcards):
+    return wildcards.view_set.split("+")
 
 
-def finetune_entries(wildcards):
-    """(init, view) -> the fine-tuned test scores and the pretrained model they started from."""
-    return {
-        (init, view): {"scores": f"results/{wildcards.dataset}/finetune/{init}/{view}.scores.npz",
-                       "checkpoint": pretrained_path(wildcards.dataset, init, view)}
-        for init in DATASETS[wildcards.dataset]["finetune"]["inits"]
-        for view in VIEWS
-    }
+def joint_inputs(wildcards):
+    """The view shards and the per-view CPC checkpoints a joint pretraining starts from."""
+    views = joint_views(wildcards)
+    if view_set_name(views) != wildcards.view_set:
+        raise ValueError(f"view set {wildcards.view_set!r}: write it {view_set_name(views)!r} "
+                         "(views in the order rgb+flow+pose+seg)")
+    check_split(wildcards.dataset, wildcards.split)
+    return {"shards": view_shard_paths(wildcards.dataset, views),
+            "init": expand("results/{dataset}/split{split}/pretrain/cpc/{view}.pt", dataset=wildcards.dataset,
+                           split=wildcards.split, view=views)}
 
 
-def finetune_scores(wildcards):
-    return [entry["scores"] for entry in finetune_entries(wildcards).values()]
+def _pretrained(dataset, split, init_name, view):
+    init = parse_init(init_name)
+    if init.source is not None:
+        if init.source not in DATASETS:
+            raise ValueError(f"{init_name}: {init.source!r} is not one of the datasets {sorted(DATASETS)}")
+        check_view(init.source, view)
+    if not init.provides(view):
+        raise ValueError(f"{init_name}: its view set has no {view} encoder")
+    source_split = pretraining_split(init, dataset, int(split), DATASETS) if init.source else None
+    return pretrained_path(init, source_split, view)
+
+
+def finetune_inputs(wildcards):
+    check_split(wildcards.dataset, wildcards.split)
+    path = _pretrained(wildcards.dataset, wildcards.split, wildcards.init, wildcards.view)
+    return {"shards": view_shard_paths(wildcards.dataset, [wildcards.view]), "pretrained": [path] if path else []}
+
+
+def finetune_entries(dataset, split):
+    """(init, view) -> the fine-tuned test scores and the pretrained model they started from,
+    for the rows of results/{dataset}/split{split}/finetune.json."""
+    entries = {}
+    for init in finetune_inits(DATASETS[dataset]):
+        for view in DATASETS[dataset]["views"]:
+            if init.provides(view):
+                entries[(init.name, view)] = {
+                    "scores": f"results/{dataset}/split{split}/finetune/{init.name}/{view}.scores.npz",
+                    "checkpoint": _pretrained(dataset, split, init.name, view)}
+    return entries
+
+
+def split_finetune_scores(wildcards):
+    check_split(wildcards.dataset, wildcards.split)
+    return [entry["scores"] for entry in finetune_entries(wildcards.dataset, wildcards.split).values()]
+
+
+def split_reports(wildcards):
+    return expand("results/{dataset}/split{split}/finetune.json", dataset=wildcards.dataset,
+                  split=DATASETS[wildcards.dataset]["official_splits"])
+
+
+@cache
+def cells(dataset):
+    try:
+        return paper_cells(dataset, DATASETS)
+    except ExperimentError as error:
+        raise ValueError(f"{config_file(dataset)}: {error}") from error
+
+
+def paper_scores(wildcards):
+    needed = sorted({path for cell in cells(wildcards.dataset) if cell.run for path in cell.scores()})
+    for cell in cells(wildcards.dataset):
+        if cell.run:
+            for split in cell.splits:
+                _pretrained(cell.dataset, split, cell.init, cell.view if cell.view != "ensemble"
+                            else cell.ensemble_views[0])
+    return needed
+
+
+def paper_manifests(wildcards):
+    return sorted({f"results/{cell.dataset}/manifest.tsv" for cell in cells(wildcards.dataset) if cell.run})
 
 
 def all_targets():
-    return expand("results/{dataset}/finetune.json", dataset=config["targets"])
+    return expand("results/{dataset}/{target}", dataset=config["targets"], target=["finetune.json", "paper.md"])

@@ -1,19 +1,21 @@
+# Fine-tuning and dense testing per (split, initialisation, view); {init} is random,
+# <source>/cpc or <source>/<method>/<view set> (cocon.experiments), so one pretraining
+# can be fine-tuned on several datasets (the paper's Table 2).
 rule finetune:
     input:
+        unpack(finetune_inputs),
         manifest="results/{dataset}/manifest.tsv",
-        shards=lambda wildcards: view_shard_paths(wildcards.dataset, [wildcards.view]),
-        pretrained=pretrained_input,
     output:
-        model="results/{dataset}/finetune/{init}/{view}.pt",
-        scores="results/{dataset}/finetune/{init}/{view}.scores.npz",
+        model="results/{dataset}/split{split}/finetune/{init}/{view}.pt",
+        scores="results/{dataset}/split{split}/finetune/{init}/{view}.scores.npz",
     params:
-        dataset=lambda wildcards: dataset_params(wildcards.dataset, "pretrain", "finetune", "split"),
+        dataset=lambda wildcards: dataset_params(wildcards.dataset, "pretrain", "finetune"),
         views_dir="results/{dataset}/views",
-        state="results/{dataset}/finetune/{init}/{view}.state",
+        state="results/{dataset}/split{split}/finetune/{init}/{view}.state",
     log:
-        "results/{dataset}/logs/finetune/{init}/{view}.log",
+        "results/{dataset}/logs/split{split}/finetune/{init}/{view}.log",
     benchmark:
-        "results/{dataset}/benchmarks/finetune/{init}/{view}.tsv"
+        "results/{dataset}/benchmarks/split{split}/finetune/{init}/{view}.tsv"
     threads: config["threads"]["finetune"]
     resources:
         mem_mb=config["resources"]["finetune"]["mem_mb"],
@@ -28,17 +30,31 @@ rule finetune:
 rule finetune_report:
     input:
         manifest="results/{dataset}/manifest.tsv",
-        scores=finetune_scores,
+        scores=split_finetune_scores,
     output:
-        json="results/{dataset}/finetune.json",
-        markdown=report("results/{dataset}/finetune.md", caption="../report/finetune.rst", category="Results"),
-        details="results/{dataset}/finetune_details.json",
+        json="results/{dataset}/split{split}/finetune.json",
+        markdown="results/{dataset}/split{split}/finetune.md",
+        details="results/{dataset}/split{split}/finetune_details.json",
     params:
-        dataset=lambda wildcards: dataset_params(wildcards.dataset, "pretrain", "finetune", "split"),
-        entries=finetune_entries,
+        dataset=lambda wildcards: dataset_params(wildcards.dataset, "pretrain", "finetune"),
+        entries=lambda wildcards: finetune_entries(wildcards.dataset, wildcards.split),
     log:
-        "results/{dataset}/logs/finetune_report.log",
+        "results/{dataset}/logs/split{split}/finetune_report.log",
     conda:
         "../../envs/cocon.yaml"
     script:
         "../scripts/finetune_report.py"
+
+
+rule finetune_splits:
+    input:
+        split_reports,
+    output:
+        json="results/{dataset}/finetune.json",
+        markdown=report("results/{dataset}/finetune.md", caption="../report/finetune.rst", category="Results"),
+    log:
+        "results/{dataset}/logs/finetune_splits.log",
+    conda:
+        "../../envs/cocon.yaml"
+    script:
+        "../scripts/finetune_splits.py"

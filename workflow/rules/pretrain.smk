@@ -1,17 +1,20 @@
+# Pretraining runs per official split and sees only that split's train videos (minus the
+# validation part its lr plateau watches). CPC trains each view alone; a joint method
+# trains a view set (e.g. rgb+flow) from the CPC checkpoints of its views.
 rule pretrain_cpc:
     input:
         manifest="results/{dataset}/manifest.tsv",
-        shards=lambda wildcards: view_shard_paths(wildcards.dataset, [wildcards.view]),
+        shards=cpc_inputs,
     output:
-        "results/{dataset}/pretrain/cpc/{view}.pt",
+        "results/{dataset}/split{split}/pretrain/cpc/{view}.pt",
     params:
-        dataset=lambda wildcards: dataset_params(wildcards.dataset, "pretrain", "split"),
+        dataset=lambda wildcards: dataset_params(wildcards.dataset, "pretrain"),
         views_dir="results/{dataset}/views",
-        state="results/{dataset}/pretrain/cpc/{view}.state",
+        state="results/{dataset}/split{split}/pretrain/cpc/{view}.state",
     log:
-        "results/{dataset}/logs/pretrain/cpc/{view}.log",
+        "results/{dataset}/logs/split{split}/pretrain/cpc/{view}.log",
     benchmark:
-        "results/{dataset}/benchmarks/pretrain/cpc/{view}.tsv"
+        "results/{dataset}/benchmarks/split{split}/pretrain/cpc/{view}.tsv"
     threads: config["threads"]["pretrain"]
     resources:
         mem_mb=config["resources"]["pretrain"]["mem_mb"],
@@ -25,20 +28,19 @@ rule pretrain_cpc:
 
 rule pretrain_cocon:
     input:
+        unpack(joint_inputs),
         manifest="results/{dataset}/manifest.tsv",
-        shards=lambda wildcards: view_shard_paths(wildcards.dataset, VIEWS),
-        init=expand("results/{{dataset}}/pretrain/cpc/{view}.pt", view=VIEWS),
     output:
-        expand("results/{{dataset}}/pretrain/{{method}}/{view}.pt", view=VIEWS),
+        "results/{dataset}/split{split}/pretrain/{method}/{view_set}/joint.pt",
     params:
-        dataset=lambda wildcards: dataset_params(wildcards.dataset, "pretrain", "split"),
-        views=VIEWS,
+        dataset=lambda wildcards: dataset_params(wildcards.dataset, "pretrain"),
+        views=joint_views,
         views_dir="results/{dataset}/views",
-        state="results/{dataset}/pretrain/{method}/joint.state",
+        state="results/{dataset}/split{split}/pretrain/{method}/{view_set}/joint.state",
     log:
-        "results/{dataset}/logs/pretrain/{method}/joint.log",
+        "results/{dataset}/logs/split{split}/pretrain/{method}/{view_set}.log",
     benchmark:
-        "results/{dataset}/benchmarks/pretrain/{method}/joint.tsv"
+        "results/{dataset}/benchmarks/split{split}/pretrain/{method}/{view_set}.tsv"
     threads: config["threads"]["pretrain"]
     resources:
         mem_mb=config["resources"]["pretrain"]["mem_mb"],

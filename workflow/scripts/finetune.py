@@ -8,4 +8,4 @@ if __name__ == "__main__":
                                    snakemake.params.views_dir, snakemake.input.manifest,
                                    snakemake.input.pretrained[0] if snakemake.input.pretrained else None,
                                    snakemake.output.model, snakemake.output.scores, snakemake.params.state,
-                                   threads=snakemake.threads))
+                                   split=int(snakemake.wildcards.split), threads=snakemake.threads))

@@ -3,5 +3,6 @@ from cocon.train.evaluate import write_report
 
 if __name__ == "__main__":
     with stage_logging(snakemake.log[0]):
-        write_report(snakemake.params.dataset, snakemake.input.manifest, snakemake.params.entries,
-                     snakemake.output.json, snakemake.output.markdown, snakemake.output.details)
+        write_report(snakemake.params.dataset, int(snakemake.wildcards.split), snakemake.input.manifest,
+                     snakemake.params.entries, snakemake.output.json, snakemake.output.markdown,
+                     snakemake.output.details)

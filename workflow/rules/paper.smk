@@ -1,0 +1,18 @@
+# The paper's Tables 1, 2, 3, 5 and 6 for one dataset in the UCF101 columns: every cell's
+# fine-tuning runs (cocon.experiments.paper_cells), our numbers beside the paper's.
+rule paper:
+    input:
+        manifests=paper_manifests,
+        scores=paper_scores,
+    output:
+        json="results/{dataset}/paper.json",
+        markdown=report("results/{dataset}/paper.md", caption="../report/paper.rst", category="Results"),
+    params:
+        cells=lambda wildcards: cells(wildcards.dataset),
+        ensemble_weights=lambda wildcards: {name: DATASETS[name]["finetune"]["ensemble_weights"] for name in DATASETS},
+    log:
+        "results/{dataset}/logs/paper.log",
+    conda:
+        "../../envs/cocon.yaml"
+    script:
+        "../scripts/paper.py"
