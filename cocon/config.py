@@ -51,8 +51,8 @@ def load_dataset_config(path: str | os.PathLike, name: str | None = None) -> dic
         raise ConfigError(f"{path}: dataset config file not found")
     config = _read_with_base(path, seen=())
     validate(config, load_schema("dataset.schema.yaml"), str(path))
-    if config["layout"] not in ("ucf101", "hmdb51") and config["official_splits"] != [1]:
-        raise ConfigError(f"{path}: official_splits: a {config['layout']} dataset has one split, [1]; "
+    if config["layout"] == "kinetics400" and config["official_splits"] != [1]:
+        raise ConfigError(f"{path}: official_splits: Kinetics-400 has one split (train/validate), [1]; "
                           f"got {config['official_splits']}")
     config["name"] = name or path.stem
     return config

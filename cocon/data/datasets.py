@@ -133,14 +133,17 @@ def list_kinetics(annotations: list[Path]) -> list[VideoEntry]:
     return _check_unique(entries)
 
 
-def stratified_roles(names_by_label: dict[str, list[str]], test_fraction: float) -> dict[str, str]:
-    """A deterministic split for datasets without split files: in each class (sorted by
-    name), every k-th video goes to test, k = round(1 / test_fraction)."""
+def stratified_roles(names_by_label: dict[str, list[str]], test_fraction: float) -> dict[str, tuple[str, ...]]:
+    """A deterministic split for datasets without split files, in three rotations (splits
+    1-3): in each class (sorted by name), every k-th video goes to test, k =
+    round(1 / test_fraction), and split s takes the videos at positions k - s, 2k - s, ...
+    (mod k), so the three splits test on disjoint videos where a class has enough of them."""
     roles = {}
     every = max(2, round(1 / test_fraction)) if test_fraction > 0 else 0
     for names in names_by_label.values():
         for position, name in enumerate(sorted(names)):
-            roles[name] = "test" if every and position % every == every - 1 else "train"
+            roles[name] = tuple("test" if every and position % every == (every - split) % every else "train"
+                                for split in (1, 2, 3))
     return roles
 
 
@@ -148,7 +151,7 @@ def _entries_from_class_folders(relpaths_by_label: dict[str, list[str]], test_fr
     labels = sorted(relpaths_by_label)
     roles = stratified_roles(relpaths_by_label, test_fraction)
     entries = [
-        VideoEntry(Path(relpath).stem, label, index, relpath, (roles[relpath],))
+        VideoEntry(Path(relpath).stem, label, index, relpath, roles[relpath])
         for index, label in enumerate(labels)
         for relpath in relpaths_by_label[label]
     ]
