@@ -58,3 +58,16 @@ def resume_training(path, fingerprint: str, model, optimizer, scheduler) -> dict
         torch.cuda.set_rng_state(state["cuda_rng"])
     log.info("resuming from %s after epoch %d", path, state["epoch"])
     return state
+
+
+def view_model(path: str | os.PathLike, view: str) -> dict:
+    """The ``view`` model of a pretrained checkpoint, as {"model": state dict, "model_config":
+    ...}: a CPC checkpoint holds one view, a joint one (``joint.pt``) every view of its set."""
+    state = load(path)
+    if "models" in state:
+        if view not in state["models"]:
+            raise ValueError(f"{path}: a joint checkpoint of {sorted(state['models'])}, without {view}")
+        return {"model": state["models"][view], "model_config": state["model_configs"][view]}
+    if state["model_config"]["view"] != view:
+        raise ValueError(f"{path}: a {state['model_config']['view']} model, not {view}")
+    return state
