@@ -51,6 +51,7 @@ def demo_run(tmp_path_factory):
         test_fraction: 0.34
         shard_size: 4
         strict: true
+        official_splits: [1, 2]
         demo: {num_classes: 3, videos_per_class: 3, num_frames: 12, width: 128, height: 96}
         frames: {short_side: 96}
         flow: {method: farneback}
@@ -58,6 +59,7 @@ def demo_run(tmp_path_factory):
         seg: {short_side: 24}
         pretrain: TINY_PRETRAIN
         finetune: {epochs: 1, milestones: [1], batch_size: 2, workers: 0, gpus: 0, val_fraction: 0.34}
+        paper: {tables: [3, 5, 6]}
     """.replace("TINY_PRETRAIN", TINY_PRETRAIN))
     config = workflow_config(workdir, {"tiny": "tiny.yaml"}, ["tiny"])
     run_snakemake(workdir, "results/tiny/views.tsv", "--configfile", str(config))
@@ -69,6 +71,10 @@ def test_demo_pipeline_builds_every_shard(demo_run):
     results = workdir / "results" / "tiny"
     rows = read_manifest(results / "manifest.tsv")
     assert len(rows) == 9 and all(row.ok for row in rows)
+    # each split holds out another video of every class
+    assert [sorted(row.video_id for row in rows if row.role(split) == "test") for split in (1, 2, 3)] == \
+        [sorted(row.video_id for row in rows if row.splits.split(",")[split - 1] == "test") for split in (1, 2, 3)]
+    assert len({row.video_id for row in rows if "test" in row.splits}) == 9
     assert read_manifest(results / "excluded.tsv") == []
     index = (results / "views.tsv").read_text().splitlines()
     assert len(index) == 1 + 4 * 3  # header, 3 shards of 4 + 4 + 1 videos, 4 views
@@ -120,51 +126,97 @@ def test_forcerun_pose_recomputes_pose_only(demo_run):
     assert planned_jobs(plan.stdout) == {"pose": 3, "views": 1, "total": 4}
 
 
+FOUR = "rgb+flow+pose+seg"
+
+
 def test_demo_pretraining_cpc_per_view_then_cocon(demo_run):
     workdir, config = demo_run
-    targets = [f"results/tiny/pretrain/cocon/{view}.pt" for view in VIEWS]
-    plan = run_snakemake(workdir, *targets, "--configfile", str(config), "-n")
+    target = f"results/tiny/split1/pretrain/cocon/{FOUR}/joint.pt"
+    plan = run_snakemake(workdir, target, "--configfile", str(config), "-n")
     assert planned_jobs(plan.stdout) == {"pretrain_cpc": 4, "pretrain_cocon": 1, "total": 5}
-    run_snakemake(workdir, *targets, "--configfile", str(config))
-    pretrain = workdir / "results" / "tiny" / "pretrain"
+    run_snakemake(workdir, target, "--configfile", str(config))
+    pretrain = workdir / "results" / "tiny" / "split1" / "pretrain"
     for view in VIEWS:
-        model, state = load_pretrained(pretrain / "cocon" / f"{view}.pt")
+        model, state = load_pretrained(pretrain / "cocon" / FOUR / "joint.pt", view)
         assert state["views"] == list(VIEWS) and state["model_config"]["input_size"] in (16, 32)
         assert load_pretrained(pretrain / "cpc" / f"{view}.pt")[1]["epoch"] == 1
-    assert (pretrain / "cocon" / "joint.state" / "metrics.csv").is_file()
-    log = (workdir / "results" / "tiny" / "logs" / "pretrain" / "cocon" / "joint.log").read_text()
-    assert "initialised from results/tiny/pretrain/cpc/pose.pt" in log
-    plan = run_snakemake(workdir, *targets, "--configfile", str(config), "-n", "--forcerun", "pretrain_cocon")
+    assert (pretrain / "cocon" / FOUR / "joint.state" / "metrics.csv").is_file()
+    log = (workdir / "results" / "tiny" / "logs" / "split1" / "pretrain" / "cocon" / f"{FOUR}.log").read_text()
+    assert "initialised from results/tiny/split1/pretrain/cpc/pose.pt" in log
+    plan = run_snakemake(workdir, target, "--configfile", str(config), "-n", "--forcerun", "pretrain_cocon")
     assert planned_jobs(plan.stdout) == {"pretrain_cocon": 1, "total": 1}
 
 
-def test_demo_to_finetune_json(demo_run):
+def test_demo_to_paper_md_with_two_view_sets_and_two_splits(demo_run):
     workdir, config = demo_run
-    run_snakemake(workdir, "results/tiny/finetune.json", "--configfile", str(config))
+    run_snakemake(workdir, "results/tiny/finetune.json", "results/tiny/paper.md", "--configfile", str(config))
     results = workdir / "results" / "tiny"
-    document = json.loads((results / "finetune.json").read_text())
-    jsonschema.validate(document, load_schema("finetune.schema.json"))
-    rows = {(row["method"], row["view"]): row for row in document["results"]}
-    assert set(rows) == {(init, view) for init in ("random", "cpc", "cocon") for view in (*VIEWS, "ensemble")}
-    assert rows[("cocon", "rgb")]["checkpoint"] == "results/tiny/pretrain/cocon/rgb.pt"
-    assert rows[("random", "flow")]["checkpoint"] is None
-    assert all(row["num_test_videos"] == 3 for row in document["results"])
-    table = (results / "finetune.md").read_text()
-    assert "| Random |" in table and "| CoCon |" in table and "71.0" in table
-    details = json.loads((results / "finetune_details.json").read_text())
-    assert len(details["cocon/ensemble"]["confusion"]) == 3
+    for split in (1, 2):
+        document = json.loads((results / f"split{split}" / "finetune.json").read_text())
+        jsonschema.validate(document, load_schema("finetune.schema.json"))
+        rows = {(row["init"], row["view"]): row for row in document["results"]}
+        assert set(rows) == {(init, view) for init in ("random", "tiny/cpc", f"tiny/cocon/{FOUR}")
+                             for view in (*VIEWS, "ensemble")}
+        assert rows[(f"tiny/cocon/{FOUR}", "rgb")]["checkpoint"] == \
+            f"results/tiny/split{split}/pretrain/cocon/{FOUR}/joint.pt"
+        assert rows[("random", "flow")]["checkpoint"] is None
+        assert all(row["num_test_videos"] == 3 for row in document["results"])
+        assert len(json.loads((results / f"split{split}" / "finetune_details.json").read_text())[
+            f"tiny/cocon/{FOUR}/ensemble"]["confusion"]) == 3
+    summary = json.loads((results / "finetune.json").read_text())
+    jsonschema.validate(summary, load_schema("finetune.schema.json"))
+    assert summary["splits"] == [1, 2]
+    for row in summary["results"]:
+        values = [entry["top1"] for entry in row["per_split"]]
+        assert [entry["split"] for entry in row["per_split"]] == [1, 2]
+        assert row["top1"] == pytest.approx(np.mean(values)) and row["top1_std"] == pytest.approx(np.std(values, ddof=1))
+    assert "| Random |" in (results / "finetune.md").read_text()
+
+    paper = json.loads((results / "paper.json").read_text())
+    jsonschema.validate(paper, load_schema("paper.schema.json"))
+    tables = {table["table"]: table for table in paper["tables"]}
+    assert set(tables) == {1, 2, 3, 5, 6}
+    # Table 5: CoCon on 2 views against 4 views, both run on the UCF columns
+    two, four = tables[5]["rows"]
+    assert [cell["run"] for cell in two["cells"]] == [True, False, True, False]
+    assert two["cells"][0]["init"] == "tiny/cocon/rgb+flow" and four["cells"][0]["init"] == f"tiny/cocon/{FOUR}"
+    assert two["cells"][1]["reason"] == "paper.hmdb51 is null"
+    # Table 6: means over both splits, the ensemble of the four views
+    ensemble = next(row for row in tables[6]["rows"] if row["label"] == "CoCon ensemble, 4 views, UCF101")
+    assert [entry["split"] for entry in ensemble["cells"][0]["per_split"]] == [1, 2]
+    assert ensemble["cells"][0]["top1"] == pytest.approx(
+        next(row["top1"] for row in summary["results"] if (row["init"], row["view"]) == (f"tiny/cocon/{FOUR}",
+                                                                                         "ensemble")))
+    assert all(not cell["run"] for row in tables[1]["rows"] for cell in row["cells"])
+    markdown = (results / "paper.md").read_text()
+    assert "## Table 5" in markdown and "(71.0)" in markdown and "not run: table 1 is not in paper.tables" in markdown
+    assert (results / "split1" / "pretrain" / "cocon" / "rgb+flow" / "joint.pt").is_file()
 
 
-def test_changing_a_finetune_setting_reruns_finetuning_only(demo_run):
+def test_changing_a_finetune_setting_reruns_finetuning_and_tables_only(demo_run):
     workdir, config = demo_run
+    targets = ("results/tiny/finetune.json", "results/tiny/paper.md")
     # built already when the test before this one ran; alone, this builds it
-    run_snakemake(workdir, "results/tiny/finetune.json", "--configfile", str(config))
+    run_snakemake(workdir, *targets, "--configfile", str(config))
     with edited(workdir / "tiny.yaml", "finetune: {epochs: 1,", "finetune: {epochs: 1, lr: 0.01,"):
+        plan = run_snakemake(workdir, *targets, "--configfile", str(config), "-n")
+        # split 1: 3 inits x 4 views + the 2-view CoCon's rgb and flow; split 2: 12
+        assert planned_jobs(plan.stdout) == {"finetune": 26, "finetune_report": 2, "finetune_splits": 1, "paper": 1,
+                                             "total": 30}
+    plan = run_snakemake(workdir, *targets, "--configfile", str(config), "-n", "--forcerun", "pretrain_cocon")
+    assert planned_jobs(plan.stdout) == {"pretrain_cocon": 3, "finetune": 10, "finetune_report": 2,
+                                         "finetune_splits": 1, "paper": 1, "total": 17}
+
+
+def test_adding_a_split_reruns_no_extraction(demo_run):
+    workdir, config = demo_run
+    with edited(workdir / "tiny.yaml", "official_splits: [1, 2]", "official_splits: [1, 2, 3]"):
         plan = run_snakemake(workdir, "results/tiny/finetune.json", "--configfile", str(config), "-n")
-        assert planned_jobs(plan.stdout) == {"finetune": 12, "finetune_report": 1, "total": 13}
-    plan = run_snakemake(workdir, "results/tiny/finetune.json", "--configfile", str(config), "-n",
-                         "--forcerun", "pretrain_cocon")
-    assert planned_jobs(plan.stdout) == {"pretrain_cocon": 1, "finetune": 4, "finetune_report": 1, "total": 6}
+    jobs = planned_jobs(plan.stdout)
+    assert not {"manifest", "frames", "flow", "pose", "seg", "views"} & set(jobs)
+    # split 3 pretrains and fine-tunes from scratch; splits 1 and 2 are only summarized again
+    assert jobs["pretrain_cpc"] == 4 and jobs["pretrain_cocon"] == 1 and jobs["finetune"] == 12
+    assert jobs["finetune_report"] == 1 and jobs["finetune_splits"] == 1
 
 
 def test_changing_a_flow_setting_reruns_flow_only(demo_run):
@@ -180,7 +232,7 @@ def test_real_clips_in_official_layouts(tmp_path, ucf_splits, hmdb_splits, video
         root: {videos_dir / 'ucf101'}
         splits: {ucf_splits}
         classes: [PushUps, Shotput, HeadMassage, PlayingGuitar, ApplyEyeMakeup]
-        split: 3
+        official_splits: [3]
         shard_size: 1000
         frames: {{short_side: 48}}
         flow: {{method: tvl1, tvl1: {{warps: 2, nscales: 3}}}}
@@ -198,12 +250,13 @@ def test_real_clips_in_official_layouts(tmp_path, ucf_splits, hmdb_splits, video
     """)
     config = workflow_config(tmp_path, {"ucf": "ucf.yaml", "hmdb": "hmdb.yaml"}, ["ucf", "hmdb"])
     run_snakemake(tmp_path, "results/hmdb/views.tsv", "results/ucf/finetune.json", "--configfile", str(config))
-    _, state = load_pretrained(tmp_path / "results" / "ucf" / "pretrain" / "cocon" / "rgb.pt")
-    assert state["dataset"] == "ucf" and len(state["history"]) == 1
+    _, state = load_pretrained(tmp_path / "results" / "ucf" / "split3" / "pretrain" / "cocon" / FOUR / "joint.pt",
+                               "rgb")
+    assert state["dataset"] == "ucf" and state["split"] == 3 and len(state["history"]) == 1
     # split 3: PlayingGuitar is the test video, the other four train (one of them validates)
     document = json.loads((tmp_path / "results" / "ucf" / "finetune.json").read_text())
     # labels keep their official numbers (Shotput is 78), so the classifier has 79 outputs
-    assert document["split"] == 3 and document["num_classes"] == 79
+    assert document["splits"] == [3] and document["num_classes"] == 79
     assert {row["num_test_videos"] for row in document["results"]} == {1}
     ucf_usable = {"v_PushUps_g02_c03", "v_Shotput_g05_c02", "v_HeadMassage_g02_c05", "v_PlayingGuitar_g16_c02",
                   "v_ApplyEyeMakeup_g01_c01"}
@@ -245,37 +298,78 @@ def test_lint_is_clean():
     assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
 
 
-def test_ucf101_scale_dry_run_plans_under_1000_jobs(tmp_path, ucf_splits):
-    """Planning needs only the split files: no video is opened, none needs to exist."""
-    write_yaml(tmp_path / "ucf101.yaml", f"""
-        layout: ucf101
-        root: {tmp_path / 'UCF-101'}
+def full_scale_configs(workdir, ucf_splits, hmdb_splits, kinetics_classes=4, kinetics_per_class=5):
+    """The shipped ucf101, hmdb51 and kinetics400 configs over the full official split
+    lists (none of the videos on disk) and a Kinetics annotation file of made-up names."""
+    rows = ["label,youtube_id,time_start,time_end,split"] + [
+        f"class {label},y{label}v{index:04d},10,20,train" for label in range(kinetics_classes)
+        for index in range(kinetics_per_class)]
+    (workdir / "k400.csv").write_text("\n".join(rows) + "\n")
+    write_yaml(workdir / "ucf101.yaml", f"""
+        base: {REPO / 'config' / 'datasets' / 'ucf101.yaml'}
+        root: {workdir / 'UCF-101'}
         splits: {ucf_splits}
     """)
-    config = workflow_config(tmp_path, {"ucf101": "ucf101.yaml"}, ["ucf101"])
-    plan = run_snakemake(tmp_path, "results/ucf101/finetune.json", "--configfile", str(config), "-n")
-    jobs = planned_jobs(plan.stdout)
-    assert jobs["frames"] == jobs["flow"] == jobs["pose"] == jobs["seg"] == 134  # 13,320 videos in shards of 100
-    assert jobs["pretrain_cpc"] == 4 and jobs["pretrain_cocon"] == 1
-    assert jobs["finetune"] == 12 and jobs["finetune_report"] == 1
-    assert jobs["total"] <= 1000
-
-
-def test_cross_dataset_finetuning_uses_the_other_datasets_encoders(tmp_path, ucf_splits, hmdb_splits):
-    """The paper's Table 2 as one config key: fine-tune on one dataset what another pretrained."""
-    write_yaml(tmp_path / "ucf101.yaml", f"""
-        layout: ucf101
-        root: {tmp_path / 'UCF-101'}
-        splits: {ucf_splits}
-        finetune: {{pretrained_on: hmdb51}}
-    """)
-    write_yaml(tmp_path / "hmdb51.yaml", f"""
-        layout: hmdb51
-        root: {tmp_path / 'hmdb51'}
+    write_yaml(workdir / "hmdb51.yaml", f"""
+        base: {REPO / 'config' / 'datasets' / 'hmdb51.yaml'}
+        root: {workdir / 'hmdb51'}
         splits: {hmdb_splits}
     """)
-    config = workflow_config(tmp_path, {"ucf101": "ucf101.yaml", "hmdb51": "hmdb51.yaml"}, ["ucf101"])
-    plan = run_snakemake(tmp_path, "results/ucf101/finetune.json", "--configfile", str(config), "-n")
-    assert "results/hmdb51/pretrain/cocon/rgb.pt" in plan.stdout
-    assert "results/ucf101/pretrain/" not in plan.stdout
-    assert planned_jobs(plan.stdout)["pretrain_cocon"] == 1
+    write_yaml(workdir / "kinetics400.yaml", f"""
+        base: {REPO / 'config' / 'datasets' / 'kinetics400.yaml'}
+        root: {workdir / 'k400'}
+        annotations: [{workdir / 'k400.csv'}]
+    """)
+    return workflow_config(workdir, {"ucf101": "ucf101.yaml", "hmdb51": "hmdb51.yaml",
+                                     "kinetics400": "kinetics400.yaml"}, ["ucf101"])
+
+
+def test_ucf101_paper_dry_run_plans_the_full_protocol(tmp_path, ucf_splits, hmdb_splits):
+    """Planning needs only the split files: no video is opened, none needs to exist."""
+    config = full_scale_configs(tmp_path, ucf_splits, hmdb_splits)
+    plan = run_snakemake(tmp_path, "results/ucf101/paper.md", "--configfile", str(config), "-n")
+    jobs = planned_jobs(plan.stdout)
+    # 13,320 UCF101 videos and 6,766 HMDB51 videos in shards of 100, four views each; Kinetics rgb and flow
+    assert jobs["frames"] == 134 + 68 + 1 and jobs["flow"] == 134 + 68 + 1
+    assert jobs["pose"] == jobs["seg"] == 134 + 68
+    for split in (1, 2, 3):
+        # every split pretrains CPC on UCF101 and the 4-view CoCon (Table 6)
+        assert f"results/ucf101/split{split}/pretrain/cocon/{FOUR}/joint.pt" in plan.stdout
+        assert f"results/ucf101/split{split}/finetune.json" not in plan.stdout  # paper.md needs no finetune.json
+        assert f"results/hmdb51/split{split}/finetune/ucf101/cocon/{FOUR}/rgb.scores.npz" in plan.stdout
+    # Table 1's ablations and Tables 2 and 5's 2-view CoCon, on split 1
+    for method in ("cocon", "cpc+sim", "cpc+sync"):
+        assert f"results/ucf101/split1/pretrain/{method}/rgb+flow/joint.pt" in plan.stdout
+        assert f"results/ucf101/split2/pretrain/{method}/rgb+flow/joint.pt" not in plan.stdout
+    assert "results/kinetics400/split1/pretrain/cocon/rgb+flow/joint.pt" in plan.stdout
+    # UCF101: 4 views x 3 splits of CPC, Kinetics rgb and flow; joint: 4 on split 1, one per other split, K400's
+    assert jobs["pretrain_cpc"] == 14 and jobs["pretrain_cocon"] == 7
+    assert jobs["paper"] == 1 and jobs["total"] <= 2500
+
+
+def test_kinetics_plans_no_pose_or_seg_job(tmp_path, ucf_splits, hmdb_splits):
+    config = full_scale_configs(tmp_path, ucf_splits, hmdb_splits)
+    plan = run_snakemake(tmp_path, "results/kinetics400/finetune.json", "--configfile", str(config), "-n")
+    jobs = planned_jobs(plan.stdout)
+    assert "pose" not in jobs and "seg" not in jobs
+    assert jobs["frames"] == jobs["flow"] == 1 and jobs["pretrain_cpc"] == 2 and jobs["pretrain_cocon"] == 1
+    assert "results/kinetics400/split1/pretrain/cocon/rgb+flow/joint.pt" in plan.stdout
+    assert jobs["finetune"] == 6  # random, cpc and cocon on rgb and flow
+    # a view Kinetics does not extract is refused at planning, naming the file and key
+    result = run_snakemake(tmp_path, "results/kinetics400/split1/pretrain/cpc/pose.pt", "--configfile", str(config),
+                           "-n", check=False)
+    assert result.returncode != 0 and "kinetics400.yaml: views: 'pose' is not extracted" in result.stdout + result.stderr
+
+
+def test_hmdb51_finetuning_pulls_ucf101_pretraining(tmp_path, ucf_splits, hmdb_splits):
+    """The paper's Tables 3 and 5: HMDB51 fine-tunes UCF101-pretrained encoders by default."""
+    config = full_scale_configs(tmp_path, ucf_splits, hmdb_splits)
+    plan = run_snakemake(tmp_path, "results/hmdb51/finetune.json", "--configfile", str(config), "-n")
+    jobs = planned_jobs(plan.stdout)
+    for split in (1, 2, 3):
+        assert f"results/hmdb51/split{split}/finetune/ucf101/cocon/{FOUR}/rgb.scores.npz" in plan.stdout
+    # every HMDB51 split starts from UCF101's split-1 pretraining
+    assert f"results/ucf101/split1/pretrain/cocon/{FOUR}/joint.pt" in plan.stdout
+    assert "results/ucf101/split2/pretrain" not in plan.stdout and "results/hmdb51/split1/pretrain" not in plan.stdout
+    assert jobs["pretrain_cpc"] == 4 and jobs["pretrain_cocon"] == 1
+    assert jobs["finetune"] == 3 * 12 and jobs["finetune_report"] == 3 and jobs["finetune_splits"] == 1

@@ -19,7 +19,7 @@ class DatasetError(ValueError):
     """A dataset folder or split file is missing or malformed; the message names it."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class VideoEntry:
     """One listed video. ``relpath`` is relative to the dataset root and may not exist."""
 
@@ -113,23 +113,21 @@ def list_kinetics(annotations: list[Path]) -> list[VideoEntry]:
         if not path.is_file():
             raise DatasetError(f"{path}: Kinetics annotation CSV not found")
         with open(path, newline="") as handle:
-            reader = csv.DictReader(handle)
-            missing = {"label", "youtube_id", "time_start", "time_end", "split"} - set(reader.fieldnames or [])
+            # csv.reader and column positions: DictReader doubles the planning time of 240k clips
+            reader = csv.reader(handle)
+            header = next(reader, [])
+            missing = sorted({"label", "youtube_id", "time_start", "time_end", "split"} - set(header))
             if missing:
-                raise DatasetError(f"{path}: columns {sorted(missing)} missing from the header")
-            for row in reader:
-                if row["split"] not in KINETICS_ROLES:
-                    raise DatasetError(f"{path}: split {row['split']!r} is not train, validate or test")
-                rows.append(row)
-    labels = sorted({row["label"] for row in rows})
-    label_index = {label: index for index, label in enumerate(labels)}
-    entries = []
-    for row in rows:
-        stem = f"{row['youtube_id']}_{int(float(row['time_start'])):06d}_{int(float(row['time_end'])):06d}"
-        entries.append(
-            VideoEntry(stem, row["label"], label_index[row["label"]], f"{row['label']}/{stem}.mp4",
-                       (KINETICS_ROLES[row["split"]],))
-        )
+                raise DatasetError(f"{path}: columns {missing} missing from the header")
+            columns = [header.index(name) for name in ("label", "youtube_id", "time_start", "time_end", "split")]
+            for line, row in enumerate(reader, start=2):
+                label, youtube_id, start, end, split = (row[column] for column in columns)
+                if split not in KINETICS_ROLES:
+                    raise DatasetError(f"{path}: line {line}: split {split!r} is not train, validate or test")
+                rows.append((label, f"{youtube_id}_{int(float(start)):06d}_{int(float(end)):06d}", split))
+    label_index = {label: index for index, label in enumerate(sorted({row[0] for row in rows}))}
+    entries = [VideoEntry(stem, label, label_index[label], f"{label}/{stem}.mp4", (KINETICS_ROLES[split],))
+               for label, stem, split in rows]
     return _check_unique(entries)
 
 

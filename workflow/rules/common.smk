@@ -82,7 +82,13 @@ def model_files(dataset, view):
 def view_shard_paths(dataset, views):
     for view in views:
         check_view(dataset, view)
-    return expand("results/{dataset}/views/{view}/{shard}.h5", dataset=dataset, view=views, shard=shards(dataset))
+    return [path for view in views for path in _view_shard_paths(dataset, view)]
+
+
+@cache
+def _view_shard_paths(dataset, view):
+    # planned once per (dataset, view): at UCF101 scale every training job asks for them
+    return [f"results/{dataset}/views/{view}/{shard}.h5" for shard in shards(dataset)]
 
 
 def view_shards(wildcards):
