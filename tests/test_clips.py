@@ -2,11 +2,13 @@
 import numpy as np
 import pytest
 import torch
+import torchvision.transforms.v2.functional as TF
 
 from cocon.data.clips import (
-    POSE_FLIP_ORDER, ClipDataset, ClipSpec, EpochSampler, VideoRef, augment, dense_starts, window_indices,
+    IMAGENET_MEAN, IMAGENET_STD, POSE_FLIP_ORDER, ClipDataset, ClipSpec, EpochSampler, VideoRef, augment,
+    dense_starts, normalize, to_view_tensor, window_indices,
 )
-from cocon.data.shards import ShardWriter, encode_jpeg
+from cocon.data.shards import ShardReader, ShardWriter, encode_jpeg
 
 
 def test_window_takes_one_frame_in_stride():
@@ -56,6 +58,52 @@ def test_pose_flip_swaps_left_and_right():
     pytest.fail("no flip drawn in 20 seeds")
 
 
+def identical_frames(count: int, size: int = 16) -> torch.Tensor:
+    """An rgb clip ``[count, 3, size, size]`` of one random frame repeated: whatever differs
+    between its augmented frames was drawn frame by frame."""
+    frame = torch.rand(3, size, size, generator=torch.Generator().manual_seed(0))
+    return frame.expand(count, 3, size, size).clone()
+
+
+def is_grey(frame: torch.Tensor) -> bool:
+    return torch.equal(frame[0], frame[1]) and torch.equal(frame[1], frame[2])
+
+
+def test_finetuning_jitters_a_share_of_clips_with_one_draw_per_clip_and_never_greys():
+    clip = identical_frames(4)
+    seeds, jittered = 200, 0
+    for seed in range(seeds):
+        out = augment("rgb", clip, 16, torch.Generator().manual_seed(seed), augmentation="finetune",
+                      color_jitter=0.3)
+        assert out.shape == (4, 3, 16, 16)
+        assert all(torch.equal(frame, out[0]) for frame in out[1:]), f"seed {seed}: frames jittered apart"
+        assert not any(is_grey(frame) for frame in out), f"seed {seed}: a grey frame"
+        # the same crop and flip without jitter: jitter is drawn after them
+        plain = augment("rgb", clip, 16, torch.Generator().manual_seed(seed), augmentation="finetune",
+                        color_jitter=0.0)
+        jittered += not torch.equal(out, plain)
+    assert 0.2 < jittered / seeds < 0.4, f"{jittered} of {seeds} clips jittered, expected about 30%"
+
+
+def test_pretraining_jitters_and_greys_frame_by_frame():
+    clip = identical_frames(8)
+    seeds, grey = 10, 0
+    for seed in range(seeds):
+        out = augment("rgb", clip, 16, torch.Generator().manual_seed(seed))
+        assert len({frame.numpy().tobytes() for frame in out}) > 1, f"seed {seed}: every frame jittered alike"
+        grey += sum(is_grey(frame) for frame in out)
+    assert 0.3 < grey / (seeds * len(clip)) < 0.7, f"{grey} of {seeds * len(clip)} frames grey, expected half"
+
+
+def test_test_crop_is_the_central_square_of_a_share_of_the_short_side():
+    clip = torch.rand(2, 3, 240, 320, generator=torch.Generator().manual_seed(0))
+    # DPC: CenterCrop 224 of the 240-px frame, resized to 128
+    out = augment("rgb", clip, 128, None, center_crop=0.9333)
+    assert torch.equal(out, TF.resize(clip[..., 8:232, 48:272], [128, 128], antialias=True))
+    full_square = augment("rgb", clip, 128, None)
+    assert torch.equal(full_square, TF.resize(clip[..., :, 40:280], [128, 128], antialias=True))
+
+
 @pytest.fixture
 def tiny_views(tmp_path):
     """rgb and seg shards of two short videos with frame-numbered content."""
@@ -98,3 +146,36 @@ def test_test_windows_are_dense_and_unaugmented(tiny_views):
                                                                     (0, 20), (0, 22), (1, 0), (1, 1)]
     short = dataset[7]["seg"][:, 0, :, 4, 4].flatten() * 255 / 8
     assert short.round().int().tolist() == [0, 2, 4, 6]  # 8 usable frames: two windows fit
+
+
+def test_test_windows_take_the_configured_centre_crop(tiny_views):
+    views_dir, refs = tiny_views
+    spec = ClipSpec(num_blocks=2, block_length=2, stride=2)
+    dataset = ClipDataset(refs, views_dir, ["rgb"], {"rgb": 16}, spec, train=False, center_crop=0.5)
+    item = dataset[0]
+    frames = ShardReader(views_dir / "rgb" / "00000.h5", view="rgb").read_frames("a", window_indices(30, spec, 0))
+    # 24 x 32 frames: the central 12 x 12 square
+    crop = TF.resize(to_view_tensor("rgb", frames)[..., 6:18, 10:22], [16, 16], antialias=True)
+    expected = normalize("rgb", crop).reshape(2, 2, 3, 16, 16).transpose(1, 2)
+    assert torch.equal(item["rgb"], expected)
+
+
+def test_dataset_augments_as_it_is_told(tiny_views):
+    views_dir, refs = tiny_views
+    spec = ClipSpec(num_blocks=2, block_length=2, stride=2)
+
+    def grey_frames(augmentation: str) -> int:
+        dataset = ClipDataset(refs, views_dir, ["rgb"], {"rgb": 16}, spec, train=True, augmentation=augmentation,
+                              color_jitter=1.0)
+        clips = [dataset[(epoch, item)]["rgb"] for epoch in range(5) for item in range(len(dataset))]
+        # [N, C, K, H, W] -> the N * K frames [C, H, W]
+        frames = [frame for clip in clips for frame in clip.transpose(1, 2).flatten(0, 1)]
+        assert len(frames) == 5 * len(refs) * spec.num_frames
+        # frames are normalised per channel: undo it, so that a grey frame has equal channels
+        std, mean = (torch.tensor(values)[:, None, None] for values in (IMAGENET_STD, IMAGENET_MEAN))
+        return sum(torch.allclose((frame * std + mean)[0], (frame * std + mean)[1:], atol=1e-5) for frame in frames)
+
+    assert grey_frames("pretrain") > 0
+    assert grey_frames("finetune") == 0
+    with pytest.raises(ValueError, match="augmentation 'test'"):
+        ClipDataset(refs, views_dir, ["rgb"], {"rgb": 16}, spec, train=True, augmentation="test")

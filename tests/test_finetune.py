@@ -74,11 +74,25 @@ def test_frozen_modules_do_not_change_and_the_rest_does(demo_views, frozen):
         freeze(model, ["predictor"])
 
 
-def test_classifier_learns_the_demo_and_the_report_validates(demo_views, tmp_path):
+def test_classifier_learns_the_demo_and_the_report_validates(demo_views, tmp_path, monkeypatch):
+    built = []
+
+    class RecordedClipDataset(ClipDataset):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            built.append(self)
+
+    monkeypatch.setattr("cocon.train.finetune.ClipDataset", RecordedClipDataset)
     dataset = dataset_config(demo_views)
     job = FinetuneJob(dataset, "random", "flow", str(demo_views / "views"), str(demo_views / "manifest.tsv"), None,
                       str(tmp_path / "flow.pt"), str(tmp_path / "flow.scores.npz"), str(tmp_path / "state"), threads=2)
     run_finetuning(job)
+    # DPC's protocol: clip-wide jitter for training, the centre crop for validation and test
+    settings = dataset["finetune"]
+    assert (settings["color_jitter"], settings["center_crop"]) == (0.3, 0.9333), "the schema's defaults"
+    train_clips, val_clips, test_clips = built
+    assert (train_clips.train, train_clips.augmentation, train_clips.color_jitter) == (True, "finetune", 0.3)
+    assert [(clips.train, clips.center_crop) for clips in (val_clips, test_clips)] == [(False, 0.9333)] * 2
     with np.load(job.scores) as scores:
         labels, predictions = scores["labels"], scores["scores"].argmax(axis=1)
         assert len(labels) == 6
@@ -86,9 +100,9 @@ def test_classifier_learns_the_demo_and_the_report_validates(demo_views, tmp_pat
     assert (predictions == labels).mean() >= 2 / 3
     state = checkpoints.load(job.output)
     assert state["val_top1"] >= 2 / 3 and 0 <= state["best_epoch"] < 20
-    document = write_report(dataset, demo_views / "manifest.tsv", {("random", "flow"): {"scores": job.scores,
-                                                                                       "checkpoint": None}},
-                            tmp_path / "finetune.json", tmp_path / "finetune.md", tmp_path / "details.json")
+    entries = {("random", "flow"): {"scores": job.scores, "checkpoint": None}}
+    document = write_report(dataset, job.split, demo_views / "manifest.tsv", entries, tmp_path / "finetune.json",
+                            tmp_path / "finetune.md", tmp_path / "details.json")
     assert {(row["method"], row["view"]) for row in document["results"]} == {("random", "flow"),
                                                                             ("random", "ensemble")}
     assert "| Random |" in (tmp_path / "finetune.md").read_text()

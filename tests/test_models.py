@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from cocon.losses import dense_nce, dense_nce_accuracy
-from cocon.models import DPC, ConvGRU, resnet18_2d3d, resnet34_2d3d
+from cocon.models import DPC, Classifier, ConvGRU, resnet18_2d3d, resnet34_2d3d
 
 RESNET18_DPC_PARAMETERS = {
     "total": 14_583_104,
@@ -374,3 +374,22 @@ def test_tiny_dpc_overfits_a_fixed_batch():
 
     assert loss_after < 0.25 * loss_before
     assert accuracy_after >= 0.875 > accuracy_before
+
+
+def test_classifier_head_is_dpcs_batchnorm_dropout_linear():
+    torch.manual_seed(0)
+    backbone = tiny_dpc()
+    model = Classifier(backbone, num_classes=5, dropout=0.7)
+    hidden = backbone.hidden_size
+    assert [type(layer) for layer in model.head] == [nn.BatchNorm1d, nn.Dropout, nn.Linear]
+    norm, dropout, linear = model.head
+    # DPC's LC: final_bn starts at weight 1, bias 0; final_fc is orthogonal with zero bias
+    assert norm.num_features == hidden
+    assert torch.equal(norm.weight, torch.ones(hidden)) and torch.equal(norm.bias, torch.zeros(hidden))
+    assert dropout.p == 0.7
+    assert (linear.in_features, linear.out_features) == (hidden, 5)
+    assert torch.allclose(linear.weight @ linear.weight.T, torch.eye(5), atol=1e-5)
+    assert torch.equal(linear.bias, torch.zeros(5))
+    with torch.no_grad():
+        logits = model.eval()(torch.randn(2, 4, 3, 5, 32, 32))
+    assert logits.shape == (2, 5)

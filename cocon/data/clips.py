@@ -30,6 +30,8 @@ VIEW_CHANNELS = {"rgb": 3, "flow": 2, "pose": 17, "seg": 1}
 POSE_FLIP_ORDER = (0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# training augmentations: pretraining's (per-frame jitter and greying) and DPC's fine-tuning one
+AUGMENTATIONS = ("pretrain", "finetune")
 
 
 @dataclass(frozen=True)
@@ -110,12 +112,19 @@ def _uniform(generator: torch.Generator, low: float, high: float) -> float:
     return low + (high - low) * torch.rand((), generator=generator).item()
 
 
-def crop_box(height: int, width: int, generator: torch.Generator | None) -> tuple[int, int, int, int]:
+def central_square(height: int, width: int, share: float = 1.0) -> tuple[int, int, int, int]:
+    """(top, left, h, w) of the central square whose side is ``share`` of the short side."""
+    side = max(1, int(round(share * min(height, width))))
+    return (height - side) // 2, (width - side) // 2, side, side
+
+
+def crop_box(height: int, width: int, generator: torch.Generator | None,
+             center_crop: float = 1.0) -> tuple[int, int, int, int]:
     """(top, left, h, w): a random crop of 50-100% of the area with aspect 3/4-4/3 (DPC's
-    RandomSizedCrop), or the central square when ``generator`` is None (testing)."""
+    RandomSizedCrop), or, when ``generator`` is None (testing), the central square of
+    ``center_crop`` times the short side (DPC tests on CenterCrop 224 of 240-px frames)."""
     if generator is None:
-        side = min(height, width)
-        return (height - side) // 2, (width - side) // 2, side, side
+        return central_square(height, width, center_crop)
     area = height * width
     for _ in range(10):
         target = _uniform(generator, 0.5, 1.0) * area
@@ -126,8 +135,7 @@ def crop_box(height: int, width: int, generator: torch.Generator | None) -> tupl
             top = int(torch.randint(0, height - h + 1, (), generator=generator))
             left = int(torch.randint(0, width - w + 1, (), generator=generator))
             return top, left, h, w
-    side = min(height, width)
-    return (height - side) // 2, (width - side) // 2, side, side
+    return central_square(height, width)
 
 
 def to_view_tensor(view: str, frames: np.ndarray) -> torch.Tensor:
@@ -143,12 +151,52 @@ def to_view_tensor(view: str, frames: np.ndarray) -> torch.Tensor:
     return tensor.float() / 255
 
 
-def augment(view: str, clip: torch.Tensor, size: int, generator: torch.Generator | None) -> torch.Tensor:
-    """Crop and resize to ``size`` (the same box for the whole clip), then per view: rgb is
-    flipped for the whole clip and colour-jittered and greyed frame by frame; flow gets the
-    crop only (a flip would have to negate u); pose and seg are flipped, pose swapping its
-    left and right keypoints. ``generator`` None: central crop, nothing random (testing)."""
-    top, left, h, w = crop_box(clip.shape[-2], clip.shape[-1], generator)
+def jitter_frames(clip: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Pretraining: colour jitter drawn for each frame of ``clip`` ``[T, 3, H, W]``, then
+    half of the frames greyed, so that the network cannot learn low-level flow from colour."""
+    frames = []
+    for frame in clip:
+        frame = TF.adjust_brightness(frame, _uniform(generator, 0.5, 1.5))
+        frame = TF.adjust_contrast(frame, _uniform(generator, 0.5, 1.5))
+        frame = TF.adjust_saturation(frame, _uniform(generator, 0.5, 1.5))
+        frame = TF.adjust_hue(frame, _uniform(generator, -0.25, 0.25))
+        if torch.rand((), generator=generator) < 0.5:
+            frame = TF.rgb_to_grayscale(frame, num_output_channels=3)
+        frames.append(frame)
+    return torch.stack(frames).clamp(0, 1)
+
+
+def jitter_clip(clip: torch.Tensor, generator: torch.Generator, probability: float) -> torch.Tensor:
+    """Fine-tuning (DPC's ColorJitter(0.5, 0.5, 0.5, 0.25, p=0.3, consistent=True)): with
+    ``probability``, one draw of brightness, contrast, saturation and hue factors, applied
+    in a random order (as DPC's, after torchvision's, ColorJitter) to every frame of
+    ``clip`` ``[T, 3, H, W]`` alike; never greyed. Contrast still blends each frame with
+    its own mean grey, as DPC's per-image transform does."""
+    if torch.rand((), generator=generator) >= probability:
+        return clip
+    brightness, contrast, saturation = (_uniform(generator, 0.5, 1.5) for _ in range(3))
+    hue = _uniform(generator, -0.25, 0.25)
+    adjustments = [lambda frames: TF.adjust_brightness(frames, brightness),
+                   lambda frames: TF.adjust_contrast(frames, contrast),
+                   lambda frames: TF.adjust_saturation(frames, saturation),
+                   lambda frames: TF.adjust_hue(frames, hue)]
+    for index in torch.randperm(len(adjustments), generator=generator).tolist():
+        clip = adjustments[index](clip)
+    return clip.clamp(0, 1)
+
+
+def augment(view: str, clip: torch.Tensor, size: int, generator: torch.Generator | None,
+            augmentation: str = "pretrain", color_jitter: float = 0.3, center_crop: float = 1.0) -> torch.Tensor:
+    """Crop and resize ``clip`` ``[T, C, H, W]`` to ``size`` (the same box for the whole
+    clip), then per view: rgb is flipped for the whole clip and colour-jittered, frame by
+    frame with greying for ``augmentation`` "pretrain", once per clip with probability
+    ``color_jitter`` for "finetune" (see jitter_frames, jitter_clip); flow gets the crop
+    only (a flip would have to negate u); pose and seg are flipped, pose swapping its left
+    and right keypoints. ``generator`` None: the central square of ``center_crop`` times
+    the short side, nothing random (testing)."""
+    if augmentation not in AUGMENTATIONS:
+        raise ValueError(f"augmentation {augmentation!r} is not one of {AUGMENTATIONS}")
+    top, left, h, w = crop_box(clip.shape[-2], clip.shape[-1], generator, center_crop)
     clip = TF.resized_crop(clip, top, left, h, w, [size, size], antialias=True)
     if generator is None or view == "flow":
         return clip
@@ -156,17 +204,10 @@ def augment(view: str, clip: torch.Tensor, size: int, generator: torch.Generator
         clip = TF.hflip(clip)
         if view == "pose":
             clip = clip[:, list(POSE_FLIP_ORDER)]
-    if view == "rgb":
-        frames = []
-        for frame in clip:
-            frame = TF.adjust_brightness(frame, _uniform(generator, 0.5, 1.5))
-            frame = TF.adjust_contrast(frame, _uniform(generator, 0.5, 1.5))
-            frame = TF.adjust_saturation(frame, _uniform(generator, 0.5, 1.5))
-            frame = TF.adjust_hue(frame, _uniform(generator, -0.25, 0.25))
-            if torch.rand((), generator=generator) < 0.5:
-                frame = TF.rgb_to_grayscale(frame, num_output_channels=3)
-            frames.append(frame)
-        clip = torch.stack(frames).clamp(0, 1)
+    if view == "rgb" and augmentation == "pretrain":
+        clip = jitter_frames(clip, generator)
+    elif view == "rgb":
+        clip = jitter_clip(clip, generator, color_jitter)
     return clip
 
 
@@ -181,15 +222,22 @@ def normalize(view: str, clip: torch.Tensor) -> torch.Tensor:
 class ClipDataset(torch.utils.data.Dataset):
     """Samples ``{view: [N, C, K, size, size]}`` windows of videos from their view shards.
 
-    ``train``: one random window per video and epoch, augmented (index it with
-    (epoch, item)). Otherwise every dense
-    test window (``dense_starts``) is an item, centrally cropped and not augmented.
+    ``train``: one random window per video and epoch, augmented as ``augmentation`` says
+    ("pretrain" or "finetune", with ``color_jitter`` its probability of jittering a clip;
+    see ``augment``); index it with (epoch, item). Otherwise every dense test window
+    (``dense_starts``) is an item, cropped to the central square of ``center_crop`` times
+    the short side and not augmented.
     """
 
     def __init__(self, videos: list[VideoRef], views_dir: str | os.PathLike, views: list[str],
-                 sizes: dict[str, int], spec: ClipSpec, train: bool, seed: int = 0):
+                 sizes: dict[str, int], spec: ClipSpec, train: bool, seed: int = 0,
+                 augmentation: str = "pretrain", color_jitter: float = 0.3, center_crop: float = 1.0):
         if not videos:
             raise ValueError("ClipDataset: no videos to sample from")
+        if augmentation not in AUGMENTATIONS:
+            raise ValueError(f"ClipDataset: augmentation {augmentation!r} is not one of {AUGMENTATIONS}")
+        if not 0 < center_crop <= 1:
+            raise ValueError(f"ClipDataset: center_crop {center_crop} is not in (0, 1]")
         self.videos = videos
         self.views_dir = Path(views_dir)
         self.views = list(views)
@@ -197,6 +245,9 @@ class ClipDataset(torch.utils.data.Dataset):
         self.spec = spec
         self.train = train
         self.seed = seed
+        self.augmentation = augmentation
+        self.color_jitter = color_jitter
+        self.center_crop = center_crop
         if train:
             self.items = [(index, None) for index in range(len(videos))]
         else:
@@ -237,7 +288,9 @@ class ClipDataset(torch.utils.data.Dataset):
         spec = self.spec
         for view in self.views:
             frames = self._reader(view, video.shard).read_frames(video.video_id, indices)
-            clip = normalize(view, augment(view, to_view_tensor(view, frames), self.sizes[view], generator))
+            clip = augment(view, to_view_tensor(view, frames), self.sizes[view], generator, self.augmentation,
+                           self.color_jitter, self.center_crop)
+            clip = normalize(view, clip)
             frames_count, channels, height, width = clip.shape
             assert frames_count == spec.num_frames and channels == VIEW_CHANNELS[view], clip.shape
             # [N*K, C, H, W] -> [N, C, K, H, W]: blocks of K consecutive sampled frames

@@ -1,13 +1,16 @@
 """Fine-tuning and dense testing of one view (DESIGN.md section 6).
 
-The classifier F = g(f(.)) -> pool -> dropout -> linear starts from a pretrained view
-checkpoint (``cpc``, ``cocon``, ...) or from scratch (``random``) and is trained end to
-end on the train split of the configured official split. A validation part is carved
-from the train split (stratified, seeded; never from the test split) and the epoch with
-the best validation accuracy is kept. Nothing is frozen unless ``finetune.freeze`` lists
-modules, and what it lists is frozen for the whole run: no gradient, BatchNorm statistics
-fixed. Testing cuts every test video into windows of N blocks overlapping by half and
-averages the softmax over them.
+The classifier F = g(f(.)) -> pool -> BatchNorm1d -> dropout -> linear (DPC's LC head)
+starts from a pretrained view checkpoint (``cpc``, ``cocon``, ...) or from scratch
+(``random``) and is trained end to end on the train split of the configured official
+split, augmented as DPC's ``eval/test.py`` does: crop and flip per clip, colour jitter
+drawn once per clip with probability ``finetune.color_jitter``, no greying. A validation
+part is carved from the train split (stratified, seeded; never from the test split) and
+the epoch with the best validation accuracy is kept. Nothing is frozen unless
+``finetune.freeze`` lists modules, and what it lists is frozen for the whole run: no
+gradient, BatchNorm statistics fixed. Validation and testing take the central square of
+``finetune.center_crop`` times the short side (DPC: 224 of 240 px) and cut every video
+into windows of N blocks overlapping by half, averaging the softmax over them.
 """
 from __future__ import annotations
 
@@ -161,8 +164,10 @@ def run_finetuning(job: FinetuneJob) -> None:
                                   else (0, [], {"accuracy": -1.0, "epoch": -1}))
     spec = ClipSpec(model_settings["num_blocks"], model_settings["block_length"], model_settings["frame_stride"])
     sizes = model_settings["input_size"]
-    clips = ClipDataset(train, job.views_dir, [job.view], sizes, spec, train=True, seed=settings["seed"])
-    val_clips = ClipDataset(val, job.views_dir, [job.view], sizes, spec, train=False)
+    clips = ClipDataset(train, job.views_dir, [job.view], sizes, spec, train=True, seed=settings["seed"],
+                        augmentation="finetune", color_jitter=settings["color_jitter"])
+    val_clips = ClipDataset(val, job.views_dir, [job.view], sizes, spec, train=False,
+                            center_crop=settings["center_crop"])
     sampler = EpochSampler(len(clips), settings["batch_size"], settings["seed"])
     workers = settings["workers"]
     loader = torch.utils.data.DataLoader(clips, batch_size=settings["batch_size"], sampler=sampler,
@@ -211,7 +216,8 @@ def run_finetuning(job: FinetuneJob) -> None:
     writer.close()
     model.load_state_dict(checkpoints.load(best_path)["model"])
     log.info("best validation top-1 %.4f at epoch %d", best["accuracy"], best["epoch"])
-    test_clips = ClipDataset(test, job.views_dir, [job.view], sizes, spec, train=False)
+    test_clips = ClipDataset(test, job.views_dir, [job.view], sizes, spec, train=False,
+                             center_crop=settings["center_crop"])
     scores = dense_scores(model, test_clips, settings["batch_size"], device)
     labels = np.array([video.label_index for video in test])
     log.info("test: %d videos, %d windows, top-1 %.4f", len(test), len(test_clips), accuracy(scores, labels))
