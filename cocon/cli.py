@@ -96,12 +96,37 @@ def cmd_report(args) -> None:
     entries = {}
     for item in args.scores:
         key, sep, path = item.partition("=")
-        init, slash, view = key.partition("/")
+        init, slash, view = key.rpartition("/")
         if not sep or not slash:
             raise ValueError(f"--scores {item!r}: expected INIT/VIEW=PATH")
         entries[(init, view)] = {"scores": path, "checkpoint": None}
-    document = write_report(_dataset(args), args.manifest, entries, args.json, args.markdown, args.details)
+    document = write_report(_dataset(args), args.split, args.manifest, entries, args.json, args.markdown,
+                            args.details)
     print(f"wrote {args.json}: {len(document['results'])} results")
+
+
+def cmd_summarize(args) -> None:
+    from cocon.train.evaluate import write_split_summary
+
+    document = write_split_summary(args.results, args.json, args.markdown)
+    print(f"wrote {args.json}: {len(document['results'])} results over splits {document['splits']}")
+
+
+def cmd_paper(args) -> None:
+    import yaml
+
+    from cocon.experiments import paper_cells
+    from cocon.paper import write_paper
+
+    workflow = yaml.safe_load(open(args.config))
+    datasets = {name: load_dataset_config(path, name) for name, path in workflow["datasets"].items()}
+    if args.name not in datasets:
+        raise ConfigError(f"{args.config}: datasets: no dataset {args.name!r} (datasets: {sorted(datasets)})")
+    cells = paper_cells(args.name, datasets)
+    weights = {name: dataset["finetune"]["ensemble_weights"] for name, dataset in datasets.items()}
+    document = write_paper(args.name, cells, weights, args.json, args.markdown)
+    run = sum(cell["run"] for table in document["tables"] for row in table["rows"] for cell in row["cells"])
+    print(f"wrote {args.json}: {run} of {len(cells)} cells run")
 
 
 def cmd_seeds(args) -> None:
@@ -169,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--split", type=int, default=1, choices=[1, 2, 3], help="official split whose train videos it sees")
 
     sub = command("finetune", cmd_finetune, "fine-tune one view from a pretrained checkpoint (or random) and test it")
-    sub.add_argument("--init", required=True, choices=["random", "cpc", "cocon", "cpc+sim", "cpc+sync"])
+    sub.add_argument("--init", required=True,
+                     help="random, <dataset>/cpc or <dataset>/<method>/<view set>: names the run in its outputs")
     sub.add_argument("--view", required=True, choices=["rgb", "flow", "pose", "seg"])
     sub.add_argument("--views-dir", required=True, help="the views folder, e.g. results/demo/views")
     sub.add_argument("--manifest", required=True, help="the dataset's manifest.tsv")
@@ -183,10 +209,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("report", cmd_report, "finetune.json, finetune.md and per-class details from test scores")
     sub.add_argument("--manifest", required=True, help="the dataset's manifest.tsv")
     sub.add_argument("--scores", required=True, action="append", metavar="INIT/VIEW=PATH",
-                     help="test scores of one fine-tuned view, e.g. cocon/rgb=results/demo/finetune/cocon/rgb.scores.npz")
+                     help="test scores of one fine-tuned view, e.g. demo/cpc/rgb=results/demo/split1/finetune/"
+                          "demo/cpc/rgb.scores.npz (INIT: random, <dataset>/cpc, <dataset>/<method>/<view set>)")
+    sub.add_argument("--split", type=int, default=1, choices=[1, 2, 3], help="the split the scores are of")
     sub.add_argument("--json", required=True)
     sub.add_argument("--markdown", required=True)
     sub.add_argument("--details", required=True)
+
+    sub = command("summarize", cmd_summarize, "finetune.json over splits: the mean and spread of split{k}/finetune.json",
+                  dataset=False)
+    sub.add_argument("results", nargs="+", help="the splits' finetune.json files")
+    sub.add_argument("--json", required=True)
+    sub.add_argument("--markdown", required=True)
+
+    sub = command("paper", cmd_paper, "paper.json and paper.md from the fine-tuning scores under results/ "
+                  "(run in the workflow's working directory)", dataset=False)
+    sub.add_argument("--config", default="config/config.yaml", help="the workflow config naming the datasets")
+    sub.add_argument("--name", required=True, help="the dataset whose paper.md it is, e.g. ucf101")
+    sub.add_argument("--json", required=True)
+    sub.add_argument("--markdown", required=True)
 
     sub = command("seeds", cmd_seeds, "mean and spread of several finetune.json that differ only in seeds",
                   dataset=False)
