@@ -56,10 +56,7 @@ class FinetuneJob:
 def build_classifier(dataset: dict, view: str, num_classes: int, checkpoint: str | None) -> Classifier:
     backbone = build_model(dataset["pretrain"], view)
     if checkpoint:
-        state = checkpoints.load(checkpoint)
-        if state["model_config"]["view"] != view:
-            raise ValueError(f"{checkpoint}: a {state['model_config']['view']} model, not {view}")
-        backbone.load_state_dict(state["model"])
+        backbone.load_state_dict(checkpoints.view_model(checkpoint, view)["model"])
     return Classifier(backbone, num_classes, dataset["finetune"]["dropout"])
 
 
