@@ -1,5 +1,6 @@
-"""The pretraining loop: CPC and CoCon on tiny models, resume after a kill, the distributed
-path, and non-finite losses."""
+"""The pretraining loop: CPC and CoCon on tiny models, the validation loss the lr plateau
+watches, resume after a kill, the distributed path, and non-finite losses."""
+import csv
 import os
 import signal
 import socket
@@ -14,12 +15,13 @@ import torch.multiprocessing as mp
 import yaml
 
 from cocon.config import load_schema, validate
-from cocon.data.clips import ClipDataset, ClipSpec
-from cocon.train import checkpoints
+from cocon.data.clips import ClipDataset, ClipSpec, split_videos
+from cocon.data.manifest import read_manifest
+from cocon.train import checkpoints, pretrain
 from cocon.train.distributed import Runtime, setup, shutdown
 from cocon.train.pretrain import (
     METHODS, MultiViewDPC, NonFiniteLossError, PretrainJob, _losses, build_model, load_pretrained, run_pretraining,
-    videos_of,
+    validation_batches, validation_metrics,
 )
 from tests.conftest import build_demo_views
 
@@ -73,9 +75,55 @@ def test_method_needs_the_right_number_of_views(tiny_views, tmp_path):
         run_pretraining(job(tiny_views, tmp_path, "cocon", ["rgb"], epochs=1))
 
 
-def _cli(root: Path, out: Path, epochs: int) -> list[str]:
+def test_plateau_watches_the_validation_loss_of_videos_carved_from_the_train_split(tiny_views, tmp_path,
+                                                                                  monkeypatch):
+    datasets = []
+
+    class RecordingClipDataset(ClipDataset):
+        def __init__(self, videos, *args, train, **kwargs):
+            datasets.append((train, {video.video_id for video in videos}))
+            super().__init__(videos, *args, train=train, **kwargs)
+
+    monkeypatch.setattr(pretrain, "ClipDataset", RecordingClipDataset)
+    # a quarter of each class's 3 train videos: 1 per class, 3 videos of 2 windows, batches of 4 and 2
+    cpc = job(tiny_views, tmp_path, "cpc", ["rgb"], epochs=3, val_fraction=0.25)
+    run_pretraining(cpc)
+    (training, trained_on), (validating, validated_on) = datasets
+    assert training and not validating
+    rows = [row for row in read_manifest(tiny_views / "manifest.tsv") if row.ok]
+    train_part = {row.video_id for row in rows if row.role(1) == "train"}
+    assert len(validated_on) == 3 and not trained_on & validated_on and trained_on | validated_on == train_part
+
+    with open(tmp_path / "cpc.state" / "metrics.csv") as handle:
+        metrics = list(csv.DictReader(handle))
+    assert len(metrics) == 3 and {"val_loss", "val_cpc/rgb", "val_top1/rgb", "val_seconds"} <= set(metrics[0])
+    val_losses = [float(row["val_loss"]) for row in metrics]
+    train_losses = [float(row["loss"]) for row in metrics]
+    best = checkpoints.load(tmp_path / "cpc.state" / "last.pt")["scheduler"]["best"]
+    # the plateau's best is a validation loss, the lowest up to its relative threshold (1e-4)
+    assert best in val_losses and best not in train_losses and min(val_losses) >= best * (1 - 1e-4)
+
+
+def test_validation_batches_are_fixed_and_never_a_single_clip():
+    batches = validation_batches(9, 4, seed=0)
+    assert batches == validation_batches(9, 4, seed=0)
+    assert [len(batch) for batch in batches] == [4, 4]  # the ninth clip alone would have no negatives
+    assert len(set(sum(batches, []))) == 8
+    assert [len(batch) for batch in validation_batches(10, 4, seed=0)] == [4, 4, 2]
+    assert sorted(sum(validation_batches(10, 4, seed=0), [])) == list(range(10))
+
+
+def test_too_few_validation_clips_fail_before_training(tiny_views, tmp_path):
+    # a window of 8 frames 1 in 3 spans 22 frames: the one carved video of 20 has 1 window
+    with pytest.raises(ValueError, match=r"pretrain.val_fraction 0.05 carves 1 validation video\(s\) with 1 "
+                                         r"window\(s\) from 9 train videos; .* at least 2 windows"):
+        run_pretraining(job(tiny_views, tmp_path, "cpc", ["rgb"], epochs=1, frame_stride=3))
+    assert not (tmp_path / "cpc.state").exists()
+
+
+def _cli(root: Path, out: Path, epochs: int, **pretrain) -> list[str]:
     config = out / "tiny.yaml"
-    dataset = tiny_dataset(root)
+    dataset = tiny_dataset(root, **pretrain)
     config.write_text(yaml.safe_dump({key: dataset[key] for key in ("layout", "root", "test_fraction", "demo",
                                                                      "pretrain")}))
     return [str(Path(sys.executable).with_name("cocon")), "pretrain", "--dataset", str(config), "--method", "cpc",
@@ -88,25 +136,30 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tiny_views, tmp_path):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     for folder in (straight, killed):
         folder.mkdir()
-    subprocess.run(_cli(tiny_views, straight, 4), check=True, capture_output=True, env=environment)
-    process = subprocess.Popen(_cli(tiny_views, killed, 4), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env=environment)
+    # a loader worker process: persistent workers start once per run, and must not shift the
+    # random numbers dropout draws in a resumed run
+    subprocess.run(_cli(tiny_views, straight, 4, workers=1), check=True, capture_output=True, env=environment)
+    # a session of its own: the kill takes its loader processes too, as a killed job's
+    process = subprocess.Popen(_cli(tiny_views, killed, 4, workers=1), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, env=environment, start_new_session=True)
     state = killed / "state" / "last.pt"
     deadline = time.time() + 300
     while not state.exists() and time.time() < deadline and process.poll() is None:
         time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
+    os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert not (killed / "rgb.pt").exists(), "the run finished before it could be killed"
     epoch_at_kill = checkpoints.load(state)["epoch"]
     assert epoch_at_kill < 3
-    resumed = subprocess.run(_cli(tiny_views, killed, 4), check=True, capture_output=True, text=True, env=environment)
+    resumed = subprocess.run(_cli(tiny_views, killed, 4, workers=1), check=True, capture_output=True, text=True,
+                             env=environment)
     assert f"resuming from {state} after epoch {epoch_at_kill}" in resumed.stderr
     expected, actual = checkpoints.load(straight / "rgb.pt"), checkpoints.load(killed / "rgb.pt")
     assert expected["model"].keys() == actual["model"].keys()
     for name, tensor in expected["model"].items():
         assert torch.equal(tensor, actual["model"][name]), name
-    assert [row["loss"] for row in expected["history"]] == [row["loss"] for row in actual["history"]]
+    for metric in ("loss", "val_loss"):
+        assert [row[metric] for row in expected["history"]] == [row[metric] for row in actual["history"]], metric
 
 
 def test_non_finite_loss_stops_with_the_terms_and_overwrites_nothing(tiny_views, tmp_path):
@@ -125,13 +178,26 @@ def _free_port() -> int:
         return handle.getsockname()[1]
 
 
+def _clips(root: Path, train: bool) -> ClipDataset:
+    """Clips of the 9 train videos of split 1, random windows or (train False) all 18 dense windows."""
+    settings = tiny_dataset(root)["pretrain"]
+    train_videos, val_videos, _ = split_videos(root / "manifest.tsv", 1, settings["val_fraction"], settings["seed"])
+    return ClipDataset(train_videos + val_videos, root / "views", ["rgb", "flow"], settings["input_size"],
+                       ClipSpec(settings["num_blocks"], settings["block_length"], settings["frame_stride"]),
+                       train=train)
+
+
 def _batch(root: Path) -> dict:
-    dataset = tiny_dataset(root)
-    settings = dataset["pretrain"]
-    clips = ClipDataset(videos_of(root / "manifest.tsv", 1, "train"), root / "views", ["rgb", "flow"],
-                        settings["input_size"], ClipSpec(settings["num_blocks"], settings["block_length"],
-                                                         settings["frame_stride"]), train=True)
+    clips = _clips(root, train=True)
     return torch.utils.data.default_collate([clips[(0, item)] for item in range(4)])
+
+
+def _validation(model, root: Path, runtime: Runtime, settings: dict) -> dict[str, float]:
+    """``validation_metrics`` on this process's share of 18 windows in batches of 4, 4, 4, 4 and 2."""
+    batches = validation_batches(18, 4, seed=0)
+    loader = torch.utils.data.DataLoader(_clips(root, train=False),
+                                         batch_sampler=batches[runtime.rank::runtime.world_size])
+    return validation_metrics(model, loader, runtime, settings, METHODS["cocon"])
 
 
 def _loss_and_grads(model, batch, runtime, settings):
@@ -151,20 +217,28 @@ def _distributed_worker(rank: int, root: str, port: int, results) -> None:
     batch = _batch(Path(root))
     half = {view: batch[view][rank * 2:(rank + 1) * 2] for view in ("rgb", "flow")}
     loss, grads = _loss_and_grads(ddp, half, runtime, settings)
-    results[rank] = (loss, {name.removeprefix("module."): grad for name, grad in grads.items()})
+    # rank 0 scores 3 batches, rank 1 2: each alone, the mean over all 5
+    validation = _validation(model, Path(root), runtime, settings)
+    results[rank] = (loss, {name.removeprefix("module."): grad for name, grad in grads.items()}, validation)
     shutdown(runtime)
 
 
-def test_distributed_loss_and_gradients_equal_one_process(tiny_views):
+def test_distributed_loss_gradients_and_validation_equal_one_process(tiny_views):
     settings = tiny_dataset(tiny_views)["pretrain"]
     torch.manual_seed(0)
     model = MultiViewDPC({view: build_model(settings, view) for view in ("rgb", "flow")}).eval()
-    single_loss, single_grads = _loss_and_grads(model, _batch(tiny_views), Runtime(0, 1, torch.device("cpu")),
-                                                settings)
+    alone = Runtime(0, 1, torch.device("cpu"))
+    single_loss, single_grads = _loss_and_grads(model, _batch(tiny_views), alone, settings)
+    single_validation = _validation(model, tiny_views, alone, settings)
+    assert _validation(model, tiny_views, alone, settings) == single_validation
+    assert {"val_loss", "val_cpc/rgb", "val_sync/flow-rgb", "val_top1/flow"} <= set(single_validation)
     results = mp.Manager().dict()
     mp.spawn(_distributed_worker, args=(str(tiny_views), _free_port(), results), nprocs=2, join=True)
     for rank in range(2):
-        loss, grads = results[rank]
+        loss, grads, validation = results[rank]
+        assert validation.keys() == single_validation.keys()
+        for name, value in single_validation.items():
+            assert validation[name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
         assert torch.allclose(loss, single_loss, rtol=1e-5, atol=1e-5)
         for name, grad in single_grads.items():
             # the same sums in another order: equal up to float32 rounding

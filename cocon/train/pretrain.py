@@ -5,6 +5,12 @@ Methods (the paper's Table 1): ``cpc`` trains one view alone with the dense NCE 
 its ``cpc`` checkpoint, adding lambda * (sync + alpha * sim) over every pair of views, or
 one of the two terms.
 
+Training sees the train part of the job's official split, less a validation part carved
+from it per class (``pretrain.val_fraction``; the test split is never seen). After each
+epoch the same loss is computed on the validation videos, on every dense window,
+centrally cropped, in fixed batches, and the learning rate drops tenfold when that
+validation loss plateaus (DESIGN.md section 6).
+
 The output is one checkpoint per view; a state folder beside it holds the checkpoint of
 the last finished epoch (models, optimizer, scheduler, RNG, metrics), from which a
 killed run resumes.
@@ -25,8 +31,9 @@ from torch import nn
 from tqdm import tqdm
 
 from cocon.config import config_hash
-from cocon.data.clips import VIEW_CHANNELS, ClipDataset, ClipSpec, EpochSampler, VideoRef
-from cocon.data.manifest import read_manifest
+from cocon.data.clips import (
+    VIEW_CHANNELS, ClipDataset, ClipSpec, EpochSampler, VideoRef, dense_starts, split_videos,
+)
 from cocon.losses import cocon_loss, dense_nce_accuracy, pool_blocks
 from cocon.models import DPC
 from cocon.train import checkpoints
@@ -69,11 +76,6 @@ class MultiViewDPC(nn.Module):
         return {view: model(clips[view]) for view, model in self.models.items()}
 
 
-def videos_of(manifest_path, split: int, role: str) -> list[VideoRef]:
-    return [VideoRef(row.video_id, row.shard, row.num_frames, row.label_index)
-            for row in read_manifest(manifest_path) if row.ok and row.role(split) == role]
-
-
 @dataclass
 class PretrainJob:
     dataset: dict
@@ -83,7 +85,7 @@ class PretrainJob:
     manifest: str
     outputs: dict[str, str]            # view -> final checkpoint
     state_dir: str
-    split: int = 1                      # the official split whose train videos it sees
+    split: int = 1                      # the official split whose train part it sees (less validation)
     init: dict[str, str] | None = None  # view -> cpc checkpoint (joint methods)
     epochs: int | None = None           # default: cpc_epochs or cocon_epochs
     threads: int | None = None          # torch CPU threads (default: torch's choice)
@@ -102,6 +104,44 @@ def _losses(outputs, runtime: Runtime, settings: dict, method: dict):
     return total, terms, accuracy
 
 
+def validation_batches(num_clips: int, batch_size: int, seed: int) -> list[list[int]]:
+    """The validation clips in batches of up to ``batch_size``, the same every epoch.
+
+    The order is shuffled once (by ``seed``) so that a batch mixes videos: the other clips
+    of a batch are the negatives of the dense NCE loss, and the half-overlapping windows of
+    one video would share blocks with the positives. A final batch of a single clip, with
+    no other clip to contrast with, is dropped."""
+    order = torch.randperm(num_clips, generator=torch.Generator().manual_seed(seed)).tolist()
+    batches = [order[start:start + batch_size] for start in range(0, num_clips, batch_size)]
+    return batches if len(batches[-1]) > 1 else batches[:-1]
+
+
+@torch.no_grad()
+def validation_metrics(model: MultiViewDPC, loader, runtime: Runtime, settings: dict, method: dict) -> dict[str, float]:
+    """The loss, its terms and the accuracies on the validation batches of ``loader`` (this
+    process's share), in eval mode, averaged over batches and processes, named ``val_loss``,
+    ``val_cpc/rgb``, ... ``model`` is the bare model, not its DDP wrapper: a forward of the
+    wrapper could start collectives, and processes may hold different numbers of batches."""
+    model.eval()
+    # each process scores its own batches alone: the negatives stay within a batch, as in
+    # a single process, and no process waits on another's gather
+    alone = Runtime(0, 1, runtime.device)
+    sums: dict[str, float] = {}
+    batches = 0
+    for batch in loader:
+        clips = {view: batch[view].to(runtime.device, non_blocking=True) for view in model.models}
+        with torch.autocast(runtime.device.type, dtype=torch.bfloat16, enabled=runtime.device.type == "cuda"):
+            outputs = model(clips)
+        total, terms, accuracy = _losses(outputs, alone, settings, method)
+        for name, value in {"loss": total, **terms, **accuracy}.items():
+            sums[name] = sums.get(name, 0.0) + float(value)
+        batches += 1
+    # sums over all processes divided by all their batches: a mean over batches even when
+    # some processes hold one batch more
+    all_batches = average(batches, runtime)
+    return {f"val_{name}": average(value, runtime) / all_batches for name, value in sums.items()}
+
+
 def run_pretraining(job: PretrainJob) -> None:
     settings = job.dataset["pretrain"]
     method = METHODS[job.method]
@@ -115,12 +155,33 @@ def run_pretraining(job: PretrainJob) -> None:
         shutdown(runtime)
 
 
+def _checked_validation_batches(val_videos: list[VideoRef], num_training_videos: int, spec: ClipSpec, settings: dict,
+                                runtime: Runtime) -> list[list[int]]:
+    """The validation batches (``validation_batches``), or a clear error, before any training,
+    when the carved validation part has too few clips for one batch of two, or, under DDP,
+    too few batches to give every process one."""
+    num_clips = sum(len(dense_starts(video.num_frames, spec)) for video in val_videos)
+    carved = (f"pretrain.val_fraction {settings['val_fraction']} carves {len(val_videos)} validation video(s) "
+              f"with {num_clips} window(s) from {len(val_videos) + num_training_videos} train videos")
+    if num_clips < 2:
+        raise ValueError(f"{carved}; the validation loss needs at least 2 windows (a batch of 2: the other clips "
+                         f"of a batch are the negatives): raise pretrain.val_fraction")
+    batches = validation_batches(num_clips, settings["batch_size"], settings["seed"])
+    if len(batches) < runtime.world_size:
+        raise ValueError(f"{carved}, {len(batches)} batch(es) of up to {settings['batch_size']}, fewer than the "
+                         f"{runtime.world_size} processes: raise pretrain.val_fraction")
+    return batches
+
+
 def _train(job: PretrainJob, settings: dict, method: dict, runtime: Runtime) -> None:
     torch.manual_seed(settings["seed"])
     if job.threads:
         torch.set_num_threads(job.threads)
     device = runtime.device
     cuda = device.type == "cuda"
+    spec = ClipSpec(settings["num_blocks"], settings["block_length"], settings["frame_stride"])
+    videos, val_videos, _ = split_videos(job.manifest, job.split, settings["val_fraction"], settings["seed"])
+    val_batches = _checked_validation_batches(val_videos, len(videos), spec, settings, runtime)
     epochs = job.epochs or settings["cocon_epochs" if method["joint"] else "cpc_epochs"]
     fingerprint = config_hash({"pretrain": settings, "method": job.method, "views": job.views, "epochs": epochs,
                                "init": job.init, "split": job.split})
@@ -146,20 +207,27 @@ def _train(job: PretrainJob, settings: dict, method: dict, runtime: Runtime) -> 
     trained = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if cuda else None) \
         if runtime.distributed else model
 
-    spec = ClipSpec(settings["num_blocks"], settings["block_length"], settings["frame_stride"])
-    videos = videos_of(job.manifest, job.split, "train")
     dataset = ClipDataset(videos, job.views_dir, job.views, settings["input_size"], spec, train=True,
                           seed=settings["seed"])
     sampler = EpochSampler(len(dataset), settings["batch_size"], settings["seed"], runtime.rank, runtime.world_size)
     workers = settings["workers"]
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=settings["batch_size"], sampler=sampler, num_workers=workers, pin_memory=cuda,
-        drop_last=True, persistent_workers=workers > 0,
+    loader_options = dict(
+        num_workers=workers, pin_memory=cuda, persistent_workers=workers > 0,
         # forkserver: forking a process whose libraries run threads can deadlock the child
         multiprocessing_context="forkserver" if workers > 0 else None,
+        # the workers' seeds come from a generator of their own, not the global one that
+        # dropout draws from: persistent workers start (and draw) once per process, so a
+        # resumed run would otherwise drop out differently from an uninterrupted one
+        generator=torch.Generator(),
     )
-    log.info("%s on %s: %d training videos, %d steps per epoch, epochs %d..%d, %d process(es) on %s",
-             job.method, "+".join(job.views), len(videos), len(loader), start_epoch, epochs - 1,
+    loader = torch.utils.data.DataLoader(dataset, batch_size=settings["batch_size"], sampler=sampler, drop_last=True,
+                                         **loader_options)
+    val_clips = ClipDataset(val_videos, job.views_dir, job.views, settings["input_size"], spec, train=False)
+    val_loader = torch.utils.data.DataLoader(val_clips, batch_sampler=val_batches[runtime.rank::runtime.world_size],
+                                             **loader_options)
+    log.info("%s on %s: %d training videos, %d steps per epoch; %d validation videos, %d batches of their %d "
+             "windows; epochs %d..%d, %d process(es) on %s", job.method, "+".join(job.views), len(videos),
+             len(loader), len(val_videos), len(val_batches), len(val_clips), start_epoch, epochs - 1,
              runtime.world_size, device)
     writer = tensorboard(job.state_dir) if runtime.is_main else None
     for epoch in range(start_epoch, epochs):
@@ -184,11 +252,14 @@ def _train(job: PretrainJob, settings: dict, method: dict, runtime: Runtime) -> 
                 sums[name] = sums.get(name, 0.0) + float(value.detach())
             steps += 1
         seconds = time.perf_counter() - started
+        val_started = time.perf_counter()
+        val_metrics = validation_metrics(model, val_loader, runtime, settings, method)
         row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
-               **{name: average(value / steps, runtime) for name, value in sums.items()},
+               **{name: average(value / steps, runtime) for name, value in sums.items()}, **val_metrics,
                "seconds": round(seconds, 2),
-               "clips_per_s": round(steps * settings["batch_size"] * runtime.world_size / seconds, 2)}
-        scheduler.step(row["loss"])
+               "clips_per_s": round(steps * settings["batch_size"] * runtime.world_size / seconds, 2),
+               "val_seconds": round(time.perf_counter() - val_started, 2)}
+        scheduler.step(row["val_loss"])
         history.append(row)
         if runtime.is_main:
             log.info("epoch %d: %s", epoch, ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"))
