@@ -19,6 +19,12 @@ CLIPS = {
     "v_HeadMassage_g02_c05": "ucf101/HeadMassage/v_HeadMassage_g02_c05.avi",
 }
 FRAMES_PER_CLIP = 40
+# share of frames with a person, per clip; two fencers face each other in Fencing and
+# MediaPipe's one-person tracker holds one of them in about half of the first 40 frames,
+# at the original 340x256 too (55%; 50% at 240 px)
+MIN_FOUND = {"v_Fencing_g01_c06": 0.45}
+# the stored frames' short side of the UCF101 and HMDB51 configs (DPC's 240-px frames)
+FRAMES_SHORT_SIDE = 240
 CONFIDENT = 128  # uint8 heatmap/mask value of confidence 0.5
 
 
@@ -32,13 +38,15 @@ def default_dataset(**overrides) -> dict:
 def real_views(tmp_path_factory, videos_dir):
     """rgb, pose and seg shards of the first frames of four real clips, through the real stages."""
     folder = tmp_path_factory.mktemp("poseseg")
-    with ShardWriter(folder / "rgb.h5", "rgb", {"shard": "00000"}) as writer:
+    with ShardWriter(folder / "rgb.h5", "rgb", {"shard": "00000", "short_side": FRAMES_SHORT_SIDE}) as writer:
         for video_id, relpath in CLIPS.items():
-            frames = [encode_jpeg(frame, 90) for _, frame in zip(range(FRAMES_PER_CLIP),
-                                                                 iter_frames(videos_dir / relpath, 128))]
-            writer.add_video(video_id, frames, {"label": "x", "label_index": 0, "fps": 25.0,
-                                                "num_frames": len(frames), "orig_width": 320, "orig_height": 240,
-                                                "width": 171, "height": 128, "source_path": relpath})
+            decoded = [frame for _, frame in zip(range(FRAMES_PER_CLIP), iter_frames(videos_dir / relpath))]
+            resized = [frame for _, frame in zip(range(FRAMES_PER_CLIP),
+                                                 iter_frames(videos_dir / relpath, FRAMES_SHORT_SIDE))]
+            writer.add_video(video_id, [encode_jpeg(frame, 90) for frame in resized], {
+                "label": "x", "label_index": 0, "fps": 25.0, "num_frames": len(resized),
+                "orig_width": decoded[0].shape[1], "orig_height": decoded[0].shape[0],
+                "width": resized[0].shape[1], "height": resized[0].shape[0], "source_path": relpath})
     dataset = default_dataset()
     extract_pose(dataset, folder / "rgb.h5", folder / "pose.h5", threads=2)
     extract_seg(dataset, folder / "rgb.h5", folder / "seg.h5", threads=2)
@@ -54,7 +62,21 @@ def test_person_found_in_most_frames(real_views, video_id):
     height, width = real_views["rgb"].read(video_id, 0, 1).shape[1:3]
     assert heatmaps.shape == (FRAMES_PER_CLIP, 17, *view_size(height, width, 64))
     found = (heatmaps.reshape(len(heatmaps), -1).max(axis=1) >= CONFIDENT).mean()
-    assert found >= 0.7, f"a person in {found:.0%} of frames"
+    assert found >= MIN_FOUND.get(video_id, 0.7), f"a person in {found:.0%} of frames"
+
+
+@pytest.mark.parametrize("video_id", list(CLIPS))
+def test_stored_frames_find_the_person_as_the_original_frames_do(real_views, videos_dir, video_id):
+    """Frames resized to 240 px and stored as JPEG keep at least 90% of the detections of
+    MediaPipe on the frames as decoded (bench/pose_resolution.py measures every real clip)."""
+    original = np.stack([cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) for _, frame in
+                         zip(range(FRAMES_PER_CLIP), iter_frames(videos_dir / CLIPS[video_id]))])
+    assert min(real_views["rgb"].read(video_id, 0, 1).shape[1:3]) == FRAMES_SHORT_SIDE
+    rates = [(heatmaps.reshape(len(heatmaps), -1).max(axis=1) >= CONFIDENT).mean()
+             for heatmaps in (real_views["pose"].read(video_id), compute_pose(original, default_dataset()["pose"]))]
+    assert rates[1] >= MIN_FOUND.get(video_id, 0.7), f"a person in {rates[1]:.0%} of the original frames"
+    # 90% of the original's rate, less one frame: the tracker's frame-to-frame jitter
+    assert rates[0] >= 0.9 * rates[1] - 1 / FRAMES_PER_CLIP, f"stored: {rates[0]:.0%}, original: {rates[1]:.0%}"
 
 
 @pytest.mark.parametrize("video_id", list(CLIPS))

@@ -3,6 +3,13 @@
 Flow is computed from the rgb shard, not from the video again, so it is aligned by
 index with the stored frames by construction: flow ``t`` is the motion from frame ``t``
 to frame ``t + 1`` (a video of T frames has T - 1 flow fields).
+
+Flow is always computed at the stored frames' resolution (TV-L1 loses small motions on
+small frames). ``flow.short_side`` may then store it smaller: each field is resized
+(``INTER_AREA``) to that short side with its values left as they are, in pixels of the
+frames it was computed on, as DPC's flow JPEGs were rescaled like images. The shard's
+``computed_short_side`` and ``short_side`` attributes say both sizes; ``bound`` is in
+pixels of ``computed_short_side``.
 """
 from __future__ import annotations
 
@@ -11,6 +18,8 @@ from functools import partial
 import cv2
 import numpy as np
 
+from cocon.data.shards import ShardReader
+from cocon.data.video import resized_size
 from cocon.views.derive import derive_view
 
 
@@ -44,20 +53,53 @@ def to_gray(frames_rgb: np.ndarray) -> list[np.ndarray]:
     return [cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) for frame in frames_rgb]
 
 
+def resize_flow(flow: np.ndarray, width: int, height: int) -> np.ndarray:
+    """float flow ``[H, W, 2]`` resized like an image to ``width`` x ``height`` (``INTER_AREA``);
+    the values are not rescaled: they stay in pixels of the frames the flow was computed on."""
+    if flow.shape[:2] == (height, width):
+        return flow
+    return cv2.resize(flow, (width, height), interpolation=cv2.INTER_AREA)
+
+
 def compute_flow(frames_rgb: np.ndarray, settings: dict) -> np.ndarray:
-    """Quantized flow ``[T-1, H, W, 2]`` (uint8) of RGB frames ``[T, H, W, 3]``."""
+    """Quantized flow ``[T-1, h, w, 2]`` (uint8) of RGB frames ``[T, H, W, 3]``, computed at
+    ``H x W`` and stored at ``settings["short_side"]`` (``h, w = H, W`` when it is None)."""
     estimate = make_flow_estimator(settings)
     gray = to_gray(frames_rgb)
-    height, width = gray[0].shape
+    height, width = gray[0].shape if gray else (0, 0)
+    short_side = settings.get("short_side")
+    if short_side is not None and gray:
+        width, height = resized_size(width, height, short_side)
     out = np.empty((max(len(gray) - 1, 0), height, width, 2), dtype=np.uint8)
     for index in range(len(gray) - 1):
-        out[index] = quantize_flow(estimate(gray[index], gray[index + 1]), settings["bound"])
+        flow = resize_flow(estimate(gray[index], gray[index + 1]), width, height)
+        out[index] = quantize_flow(flow, settings["bound"])
     return out
+
+
+def frames_short_side(rgb_path) -> int | None:
+    """The short side of the frames of an rgb shard: its ``short_side`` attribute (the frames
+    stage writes it), else that of its first stored frame; None for an empty shard without it."""
+    with ShardReader(rgb_path, view="rgb") as reader:
+        if "short_side" in reader.attrs:
+            return int(reader.attrs["short_side"])
+        for video_id in reader.video_ids:
+            first = reader.read(video_id, 0, 1)
+            if len(first):
+                return int(min(first.shape[1:3]))
+    return None
 
 
 def extract_flow(dataset: dict, rgb_path, out_path, threads: int = 1) -> int:
     """Write the flow shard ``out_path`` from the rgb shard ``rgb_path``, videos in parallel."""
     settings = dataset["flow"]
     attrs = {"method": settings["method"], "bound": settings["bound"], "parameters": repr(settings[settings["method"]])}
+    # the unit of the stored values (pixels of the frames flow was computed on) and the stored size
+    computed = frames_short_side(rgb_path)
+    stored = settings.get("short_side") or computed
+    if computed is not None:
+        attrs["computed_short_side"] = computed
+    if stored is not None:
+        attrs["short_side"] = stored
     return derive_view("flow", rgb_path, out_path, partial(compute_flow, settings=settings), dataset["name"], attrs,
                        threads, settings["compression"])
