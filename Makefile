@@ -38,6 +38,8 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.pose_seg
 	$(BIN)/python -m bench.train_step
 	$(BIN)/python -m bench.loader
+	$(BIN)/python -m bench.pose_resolution
+	$(BIN)/python -m bench.flow_cost
 
 clean-demo:
 	rm -rf results/demo

@@ -77,8 +77,7 @@ def _view_paths(pairs: list[str] | None, option: str) -> dict[str, str]:
 def cmd_pretrain(args) -> None:
     from cocon.train.pretrain import PretrainJob, launch
 
-    outputs = _view_paths(args.out, "--out")
-    launch(PretrainJob(_dataset(args), args.method, list(outputs), args.views_dir, args.manifest, outputs,
+    launch(PretrainJob(_dataset(args), args.method, args.views, args.views_dir, args.manifest, args.out,
                        args.state, split=args.split, init=_view_paths(args.init, "--init") or None,
                        epochs=args.epochs))
 
@@ -186,8 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--method", required=True, choices=["cpc", "cocon", "cpc+sim", "cpc+sync"])
     sub.add_argument("--views-dir", required=True, help="the views folder, e.g. results/demo/views")
     sub.add_argument("--manifest", required=True, help="the dataset's manifest.tsv")
-    sub.add_argument("--out", required=True, action="append", metavar="VIEW=PATH",
-                     help="final checkpoint per view (one for cpc, one per view for joint methods)")
+    sub.add_argument("--views", required=True, nargs="+", choices=["rgb", "flow", "pose", "seg"],
+                     help="one view for cpc; the view set of a joint method")
+    sub.add_argument("--out", required=True, help="the final checkpoint (a joint one holds every view)")
     sub.add_argument("--init", action="append", metavar="VIEW=PATH", help="cpc checkpoint per view (joint methods)")
     sub.add_argument("--state", required=True, help="folder for the per-epoch state a rerun resumes from")
     sub.add_argument("--epochs", type=int, help="override pretrain.cpc_epochs / cocon_epochs")

@@ -48,7 +48,7 @@ def tiny_views(tmp_path_factory):
 
 def job(root: Path, tmp: Path, method: str, views: list[str], epochs: int, init=None, **pretrain) -> PretrainJob:
     return PretrainJob(tiny_dataset(root, **pretrain), method, views, str(root / "views"), str(root / "manifest.tsv"),
-                       {view: str(tmp / f"{method}-{view}.pt") for view in views}, str(tmp / f"{method}.state"),
+                       str(tmp / f"{method}-{'+'.join(views)}.pt"), str(tmp / f"{method}.state"),
                        init=init, epochs=epochs, threads=1)
 
 
@@ -58,8 +58,9 @@ def test_cpc_then_cocon(tiny_views, tmp_path):
     init = {view: str(tmp_path / f"cpc-{view}.pt") for view in ("rgb", "flow")}
     run_pretraining(job(tiny_views, tmp_path, "cocon", ["rgb", "flow"], epochs=2, init=init))
     for view in ("rgb", "flow"):
-        model, state = load_pretrained(tmp_path / f"cocon-{view}.pt")
-        assert state["method"] == "cocon" and state["view"] == view and state["epoch"] == 1
+        model, state = load_pretrained(tmp_path / "cocon-rgb+flow.pt", view)
+        assert state["method"] == "cocon" and state["views"] == ["rgb", "flow"] and state["epoch"] == 1
+        assert state["model_config"]["view"] == view
         assert {"cpc/rgb", "cpc/flow", "sync/flow-rgb", "sim/flow-rgb", "top1/rgb"} <= set(state["history"][-1])
         # joint training moved the weights away from the cpc initialisation
         cpc_model, _ = load_pretrained(init[view])
@@ -128,7 +129,7 @@ def _cli(root: Path, out: Path, epochs: int, **pretrain) -> list[str]:
                                                                      "pretrain")}))
     return [str(Path(sys.executable).with_name("cocon")), "pretrain", "--dataset", str(config), "--method", "cpc",
             "--views-dir", str(root / "views"), "--manifest", str(root / "manifest.tsv"),
-            "--out", f"rgb={out / 'rgb.pt'}", "--state", str(out / "state"), "--epochs", str(epochs)]
+            "--views", "rgb", "--out", str(out / 'rgb.pt'), "--state", str(out / "state"), "--epochs", str(epochs)]
 
 
 def test_resume_after_kill_matches_an_uninterrupted_run(tiny_views, tmp_path):
@@ -165,11 +166,11 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tiny_views, tmp_path):
 def test_non_finite_loss_stops_with_the_terms_and_overwrites_nothing(tiny_views, tmp_path):
     good = job(tiny_views, tmp_path, "cpc", ["rgb"], epochs=1)
     run_pretraining(good)
-    before = Path(good.outputs["rgb"]).read_bytes()
+    before = Path(good.output).read_bytes()
     exploding = job(tiny_views, tmp_path, "cpc", ["rgb"], epochs=2, lr=1e30)
     with pytest.raises(NonFiniteLossError, match=r"epoch 0 step \d+: loss .* is not finite \(cpc/rgb "):
         run_pretraining(exploding)
-    assert Path(good.outputs["rgb"]).read_bytes() == before
+    assert Path(good.output).read_bytes() == before
 
 
 def _free_port() -> int:

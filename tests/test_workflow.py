@@ -18,7 +18,7 @@ from tests.conftest import REPO, SNAKEMAKE, run_snakemake, workflow_config, writ
 pytestmark = pytest.mark.e2e
 
 # a narrow encoder on small clips: seconds per epoch on 2 CPU cores
-TINY_PRETRAIN = ("{width: 0.125, num_blocks: 4, pred_steps: 1, block_length: 2, frame_stride: 2, "
+TINY_PRETRAIN = ("{width: 0.125, val_fraction: 0.34, num_blocks: 4, pred_steps: 1, block_length: 2, frame_stride: 2, "
                  "input_size: {rgb: 32, flow: 32, pose: 16, seg: 16}, batch_size: 2, workers: 0, gpus: 0, "
                  "cpc_epochs: 2, cocon_epochs: 1}")
 VIEWS = ("rgb", "flow", "pose", "seg")

@@ -83,7 +83,7 @@ class PretrainJob:
     views: list[str]
     views_dir: str
     manifest: str
-    outputs: dict[str, str]            # view -> final checkpoint
+    output: str                        # the final checkpoint: one view's (cpc), or every view's (joint.pt)
     state_dir: str
     split: int = 1                      # the official split whose train part it sees (less validation)
     init: dict[str, str] | None = None  # view -> cpc checkpoint (joint methods)
@@ -270,22 +270,31 @@ def _train(job: PretrainJob, settings: dict, method: dict, runtime: Runtime) -> 
             checkpoints.save_training_state(state_path, fingerprint, epoch, model, optimizer, scheduler, history)
     if runtime.is_main:
         writer.close()
-        for view in job.views:
-            checkpoints.save({"method": job.method, "view": view, "views": job.views,
-                              "dataset": job.dataset["name"], "epoch": epochs - 1,
-                              "model": {key: value.cpu() for key, value in models[view].state_dict().items()},
-                              "model_config": model_config(settings, view), "fingerprint": fingerprint,
-                              "history": history}, job.outputs[view])
-            log.info("wrote %s", job.outputs[view])
+        common = {"method": job.method, "views": job.views, "dataset": job.dataset["name"], "split": job.split,
+                  "epoch": epochs - 1, "fingerprint": fingerprint, "history": history}
+        weights = {view: {key: value.cpu() for key, value in models[view].state_dict().items()}
+                   for view in job.views}
+        if method["joint"]:
+            checkpoints.save({**common, "models": weights,
+                              "model_configs": {view: model_config(settings, view) for view in job.views}}, job.output)
+        else:
+            view = job.views[0]
+            checkpoints.save({**common, "view": view, "model": weights[view],
+                              "model_config": model_config(settings, view)}, job.output)
+        log.info("wrote %s", job.output)
 
 
-def load_pretrained(path: str | os.PathLike) -> tuple[DPC, dict]:
-    """A pretrained view model and its checkpoint's metadata (read with weights_only=True)."""
+def load_pretrained(path: str | os.PathLike, view: str | None = None) -> tuple[DPC, dict]:
+    """A pretrained view model and its checkpoint's metadata (read with weights_only=True);
+    ``view`` picks one of a joint checkpoint's views (a CPC checkpoint has one)."""
     state = checkpoints.load(path)
-    config = state["model_config"]
+    if view is None and "models" in state:
+        raise ValueError(f"{path}: a joint checkpoint of {state['views']}: say which view to load")
+    chosen = checkpoints.view_model(path, view or state["view"])
+    config = chosen["model_config"]
     model = build_model(config, config["view"])
-    model.load_state_dict(state["model"])
-    return model, state
+    model.load_state_dict(chosen["model"])
+    return model, {**state, "model_config": config}
 
 
 def launch(job: PretrainJob) -> None:

@@ -89,7 +89,8 @@ def contact_sheet(views_dir, manifest_path, video_id: str, out_path, rows: int =
             if "flow" in readers:
                 bound = float(readers["flow"].attrs["bound"])
                 flow = dequantize_flow(readers["flow"].read(video_id, index, index + 1)[0], bound)
-                tiles.append(flow_to_color(flow, bound))
+                # flow may be stored smaller than the frames (flow.short_side): show it at their size
+                tiles.append(cv2.resize(flow_to_color(flow, bound), (width, height), interpolation=cv2.INTER_NEAREST))
             if pose is not None:
                 tiles.append(gray_to_rgb(pose.max(axis=0), height, width))
             if mask is not None:

@@ -6,5 +6,6 @@ if __name__ == "__main__":
     with stage_logging(snakemake.log[0]):
         views = snakemake.params.views
         launch(PretrainJob(snakemake.params.dataset, snakemake.wildcards.method, views, snakemake.params.views_dir,
-                           snakemake.input.manifest, dict(zip(views, snakemake.output)), snakemake.params.state,
-                           init=dict(zip(views, snakemake.input.init)), threads=snakemake.threads))
+                           snakemake.input.manifest, snakemake.output[0], snakemake.params.state,
+                           split=int(snakemake.wildcards.split), init=dict(zip(views, snakemake.input.init)),
+                           threads=snakemake.threads))
