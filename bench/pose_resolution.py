@@ -4,7 +4,7 @@ the original decoded frames. Prints JSON.
 Every clip of ../shared/data/videos (UCF101, UCF101 re-encoded, HMDB51, Kinetics) goes
 through the real stages: the manifest, the frames stage (decode, resize to the short side,
 JPEG quality 90 into an rgb shard), then the pose stage (cocon.views.pose, the defaults:
-MediaPipe, heatmaps at 64 px) on that shard. The baseline is the same pose computation
+MediaPipe, min_tracking_confidence 0.2, heatmaps at 64 px) on that shard. The baseline is the same pose computation
 (``compute_pose``, same model and settings) on the frames as decoded, at their own size,
 with no resize and no JPEG. Both are measured at the default short side (240, that of the
 UCF101/HMDB51 configs) and at 128 (the old default).
@@ -36,7 +36,7 @@ from cocon.data.shards import ShardReader, ShardWriter, decode_jpeg, encode_jpeg
 from cocon.data.video import iter_frames
 from cocon.parallel import process_pool
 from cocon.views.frames import extract_frames
-from cocon.views.pose import compute_pose, extract_pose
+from cocon.views.pose import DEFAULT_MIN_TRACKING_CONFIDENCE, compute_pose, extract_pose
 
 VIDEOS = SHARED_DATA / "videos"
 CONFIDENT = 128  # uint8 heatmap value of confidence 0.5
@@ -140,6 +140,7 @@ def main() -> None:
     print(json.dumps({
         "benchmark": "pose_resolution",
         "criterion": "share of frames with a heatmap >= 0.5 (uint8 128); pose stage defaults (MediaPipe, 64 px heatmaps)",
+        "min_tracking_confidence": settings.get("min_tracking_confidence", DEFAULT_MIN_TRACKING_CONFIDENCE),
         "frames_per_clip": f"first {args.frames} frames of each clip" if args.frames else "all frames",
         "default_short_side": default, "short_sides": args.short_sides, "jpeg_quality": 90,
         "goal": f"rate_{default} / original_rate >= {GOAL} on every clip",

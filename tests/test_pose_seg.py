@@ -20,8 +20,9 @@ CLIPS = {
 }
 FRAMES_PER_CLIP = 40
 # share of frames with a person, per clip; two fencers face each other in Fencing and
-# MediaPipe's one-person tracker holds one of them in about half of the first 40 frames,
-# at the original 340x256 too (55%; 50% at 240 px)
+# MediaPipe's one-person tracker loses them on some frames, at the original 340x256 too
+# (about half of the first 40 frames at MediaPipe's tracking threshold 0.5; 88% vs 80%
+# of the first 150 frames at the pose stage's 0.2)
 MIN_FOUND = {"v_Fencing_g01_c06": 0.45}
 # the stored frames' short side of the UCF101 and HMDB51 configs (DPC's 240-px frames)
 FRAMES_SHORT_SIDE = 240

@@ -8,7 +8,10 @@ in it, and zero where no person is found. Backends:
   landmarks map to COCO by name (``MEDIAPIPE_TO_COCO``); the confidence is the landmark's
   ``visibility`` (its ``presence`` is always 0 in this API), and joints that MediaPipe
   places outside the frame get none. A fresh model per video: a reused one carries its
-  smoothing state into the next video.
+  smoothing state into the next video. The person detector runs only when the tracker
+  loses the person (tracking confidence below ``min_tracking_confidence``, 0.2): the
+  tracker holds a person more steadily than the detector finds one, so at MediaPipe's
+  0.5 the rate swung with the frames' resolution and JPEG (bench/pose_resolution.py).
 - ``mmpose``: any top-down mmpose model with 17 COCO keypoints, from the config and
   checkpoint files the user names; the whole frame is the person box.
 """
@@ -33,6 +36,10 @@ COCO_KEYPOINTS = (
 MEDIAPIPE_TO_COCO = (0, 2, 5, 7, 8, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28)
 
 
+# MediaPipe's tracking threshold (pose.min_tracking_confidence); 0.5 would be MediaPipe's default
+DEFAULT_MIN_TRACKING_CONFIDENCE = 0.2
+
+
 def view_size(height: int, width: int, short_side: int) -> tuple[int, int]:
     """(height, width) of a view stored at ``short_side``, with the frame's aspect ratio."""
     if height <= width:
@@ -46,9 +53,13 @@ class MediaPipePose:
     def __init__(self, settings: dict):
         from mediapipe.python.solutions.pose import Pose
 
+        # min_tracking_confidence: below it MediaPipe drops the tracked person and reruns its person
+        # detector; the detector finds fewer people than the tracker keeps and flips with tiny changes
+        # of the frame (resize, JPEG), so a low threshold keeps the rate stable across resolutions
         self._pose = Pose(static_image_mode=False, model_complexity=1, smooth_landmarks=True,
                           min_detection_confidence=settings["min_detection_confidence"],
-                          min_tracking_confidence=settings["min_detection_confidence"])
+                          min_tracking_confidence=settings.get("min_tracking_confidence",
+                                                               DEFAULT_MIN_TRACKING_CONFIDENCE))
 
     def keypoints(self, frame_rgb: np.ndarray) -> np.ndarray:
         """``[17, 3]``: x and y as fractions of the frame width and height, and the confidence."""

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from cocon.views.derive import derive_view
-from cocon.views.pose import full_checkpoint_loading, to_uint8, view_size
+from cocon.views.pose import DEFAULT_MIN_TRACKING_CONFIDENCE, full_checkpoint_loading, to_uint8, view_size
 
 
 class MediaPipeSegmenter:
@@ -29,7 +29,9 @@ class MediaPipeSegmenter:
 
         self._model_name = settings["model"]
         if self._model_name == "pose":
-            self._model = Pose(static_image_mode=False, model_complexity=1, enable_segmentation=True)
+            # the tracking threshold of the pose stage, so that both follow the same person
+            self._model = Pose(static_image_mode=False, model_complexity=1, enable_segmentation=True,
+                               min_tracking_confidence=DEFAULT_MIN_TRACKING_CONFIDENCE)
         else:
             self._model = SelfieSegmentation(model_selection=0 if self._model_name == "selfie" else 1)
 
