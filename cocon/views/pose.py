@@ -36,7 +36,7 @@ COCO_KEYPOINTS = (
 MEDIAPIPE_TO_COCO = (0, 2, 5, 7, 8, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28)
 
 
-# MediaPipe's tracking threshold (pose.min_tracking_confidence); 0.5 would be MediaPipe's default
+# the default of pose.min_tracking_confidence, which seg's pose-model masks use too (0.5 is MediaPipe's own)
 DEFAULT_MIN_TRACKING_CONFIDENCE = 0.2
 
 
@@ -58,8 +58,7 @@ class MediaPipePose:
         # of the frame (resize, JPEG), so a low threshold keeps the rate stable across resolutions
         self._pose = Pose(static_image_mode=False, model_complexity=1, smooth_landmarks=True,
                           min_detection_confidence=settings["min_detection_confidence"],
-                          min_tracking_confidence=settings.get("min_tracking_confidence",
-                                                               DEFAULT_MIN_TRACKING_CONFIDENCE))
+                          min_tracking_confidence=settings["min_tracking_confidence"])
 
     def keypoints(self, frame_rgb: np.ndarray) -> np.ndarray:
         """``[17, 3]``: x and y as fractions of the frame width and height, and the confidence."""
