@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES)
-	@echo "demo outputs: results/demo/ (manifest.tsv, views.tsv, views/*/*.h5, pretrain/*/*.pt, logs/)"
+	@echo "demo outputs: results/demo/paper.md (the paper's tables), finetune.json, split1/ (pretrain, finetune), views/, logs/"
 
 # the demo with training seeds 0, 1, 2 (config/datasets/demo_seed*.yaml): mean and spread
 demo-seeds: $(STAMP)
