@@ -172,13 +172,13 @@ def cells(dataset):
 
 
 def paper_scores(wildcards):
-    needed = sorted({path for cell in cells(wildcards.dataset) if cell.run for path in cell.scores()})
     for cell in cells(wildcards.dataset):
-        if cell.run:
-            for split in cell.splits:
-                _pretrained(cell.dataset, split, cell.init, cell.view if cell.view != "ensemble"
-                            else cell.ensemble_views[0])
-    return needed
+        # a cell whose pretraining cannot exist (a view its source does not extract) fails
+        # here, at planning, naming the dataset file and key, not in a job
+        for split in cell.splits:
+            for view in cell.ensemble_views or (cell.view,):
+                _pretrained(cell.dataset, split, cell.init, view)
+    return sorted({path for cell in cells(wildcards.dataset) if cell.run for path in cell.scores()})
 
 
 def paper_manifests(wildcards):

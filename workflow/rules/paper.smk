@@ -9,7 +9,8 @@ rule paper:
         markdown=report("results/{dataset}/paper.md", caption="../report/paper.rst", category="Results"),
     params:
         cells=lambda wildcards: cells(wildcards.dataset),
-        ensemble_weights=lambda wildcards: {name: DATASETS[name]["finetune"]["ensemble_weights"] for name in DATASETS},
+        ensemble_weights=lambda wildcards: {cell.dataset: DATASETS[cell.dataset]["finetune"]["ensemble_weights"]
+                                            for cell in cells(wildcards.dataset) if cell.run},
     log:
         "results/{dataset}/logs/paper.log",
     conda:
