@@ -111,3 +111,14 @@ def test_reencoded_copy_is_found_by_stem(hmdb_splits, videos_dir):
     existing = [path for path in found if path.exists()]
     assert len(existing) == len(list(root.glob("*/*.mp4")))
     assert all(path.suffix == ".mp4" for path in existing)
+
+
+def test_folders_rotate_the_held_out_share_over_three_splits():
+    from cocon.data.datasets import stratified_roles
+
+    roles = stratified_roles({"a": [f"a{index}" for index in range(8)], "b": ["b0", "b1", "b2"]}, 0.25)
+    tested = [{name for name, video_roles in roles.items() if video_roles[split] == "test"} for split in range(3)]
+    # split 1 is the split of earlier releases: every 4th video of each sorted class
+    assert tested[0] == {"a3", "a7"}
+    assert tested[1] == {"a2", "a6", "b2"} and tested[2] == {"a1", "a5", "b1"}
+    assert not (tested[0] & tested[1]) and not (tested[1] & tested[2]) and not (tested[0] & tested[2])
