@@ -86,7 +86,10 @@ def paper_markdown(document: dict) -> str:
         if table["mean_over_splits"]:
             splits = sorted({item["split"] for row in table["rows"] for entry in row["cells"] if entry["run"]
                              for item in entry["per_split"]})
-            lines += [f"Mean ± standard deviation over splits {', '.join(map(str, splits)) or '—'}.", ""]
+            if len(splits) > 1:
+                lines += [f"Mean ± standard deviation over splits {', '.join(map(str, splits))}.", ""]
+            elif splits:
+                lines += [f"Split {splits[0]} alone: `official_splits` of the evaluated dataset has one split.", ""]
         for reason, where in reasons.items():
             lines.append(f"- not run: {reason} ({len(where)} cell{'s' if len(where) > 1 else ''})")
         if reasons:
