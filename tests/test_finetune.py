@@ -1,4 +1,6 @@
-"""Fine-tuning: the validation carve-out, freezing, and a classifier that learns the demo."""
+"""Fine-tuning: the validation carve-out, freezing, a classifier that learns the demo, and
+a rerun of a finished job from scratch that still resumes after a kill."""
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +108,61 @@ def test_classifier_learns_the_demo_and_the_report_validates(demo_views, tmp_pat
     assert {(row["method"], row["view"]) for row in document["results"]} == {("random", "flow"),
                                                                             ("random", "ensemble")}
     assert "| Random |" in (tmp_path / "finetune.md").read_text()
+
+
+class Killed(Exception):
+    """Stands for a kill of the job right after it saved the state of its first epoch."""
+
+
+def test_a_forced_rerun_of_a_finished_job_starts_over_and_resumes_after_a_kill(demo_views, tmp_path, monkeypatch,
+                                                                               caplog):
+    caplog.set_level(logging.INFO, logger="cocon")
+    job = FinetuneJob(dataset_config(demo_views), "random", "flow", str(demo_views / "views"),
+                      str(demo_views / "manifest.tsv"), None, str(tmp_path / "flow.pt"),
+                      str(tmp_path / "flow.scores.npz"), str(tmp_path / "state"), epochs=2, threads=1)
+    last, metrics = tmp_path / "state" / "last.pt", tmp_path / "state" / "metrics.csv"
+    run_finetuning(job)
+    first = checkpoints.load(job.output)
+    with np.load(job.scores) as scores:
+        first_scores = scores["scores"]
+    assert checkpoints.load(last)["finished"]
+    old_events = set((tmp_path / "state" / "tensorboard").iterdir())
+
+    # snakemake --forcerun finetune deletes both outputs; the forced job is killed after epoch 0
+    Path(job.output).unlink()
+    Path(job.scores).unlink()
+    save = checkpoints.save_training_state
+
+    def save_then_die(path, fingerprint, epoch, *args, **kwargs):
+        save(path, fingerprint, epoch, *args, **kwargs)
+        raise Killed
+
+    monkeypatch.setattr(checkpoints, "save_training_state", save_then_die)
+    caplog.clear()
+    with pytest.raises(Killed):
+        run_finetuning(job)
+    monkeypatch.undo()
+    assert f"starting over: {last} belongs to a finished run" in caplog.text and "epochs 0..1" in caplog.text
+    assert [line.split(",")[0] for line in metrics.read_text().splitlines()[1:]] == ["0"], "the new run's alone"
+    assert checkpoints.load(tmp_path / "state" / "best.pt")["epoch"] == 0
+    assert not old_events & set((tmp_path / "state" / "tensorboard").iterdir())
+
+    # the killed forced run resumes from its own state, not the finished one
+    caplog.clear()
+    run_finetuning(job)
+    assert f"resuming from {last} after epoch 0" in caplog.text and "epochs 1..1" in caplog.text
+    second = checkpoints.load(job.output)
+    assert [row["epoch"] for row in second["history"]] == [0, 1]
+    for metric in ("loss", "val_top1"):
+        assert [row[metric] for row in second["history"]] == [row[metric] for row in first["history"]], metric
+    assert second["best_epoch"] == first["best_epoch"]
+    # a run from scratch with the same seed: the first run's weights and test scores
+    assert first["model"].keys() == second["model"].keys()
+    for name, tensor in first["model"].items():
+        assert torch.equal(tensor, second["model"][name]), name
+    with np.load(job.scores) as scores:
+        assert np.array_equal(scores["scores"], first_scores)
+    assert checkpoints.load(last)["finished"]
 
 
 def test_seed_summary_gives_mean_and_spread():

@@ -1,6 +1,8 @@
 """The pretraining loop: CPC and CoCon on tiny models, the validation loss the lr plateau
-watches, resume after a kill, the distributed path, and non-finite losses."""
+watches, resume after a kill, a rerun of a finished job from scratch, the distributed
+path, and non-finite losses."""
 import csv
+import logging
 import os
 import signal
 import socket
@@ -161,6 +163,113 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tiny_views, tmp_path):
         assert torch.equal(tensor, actual["model"][name]), name
     for metric in ("loss", "val_loss"):
         assert [row[metric] for row in expected["history"]] == [row[metric] for row in actual["history"]], metric
+
+
+class Killed(Exception):
+    """Stands for a kill of the job at a chosen point."""
+
+
+def kill_after_epoch(monkeypatch, killed_epoch: int) -> None:
+    """The next run dies right after saving the state of ``killed_epoch``."""
+    save = checkpoints.save_training_state
+
+    def save_then_die(path, fingerprint, epoch, *args, **kwargs):
+        save(path, fingerprint, epoch, *args, **kwargs)
+        if epoch == killed_epoch:
+            raise Killed(f"killed after epoch {epoch}")
+
+    monkeypatch.setattr(checkpoints, "save_training_state", save_then_die)
+
+
+def assert_same_weights(expected: dict, actual: dict) -> None:
+    assert expected.keys() == actual.keys()
+    for name, tensor in expected.items():
+        assert torch.equal(tensor, actual[name]), name
+
+
+def test_a_forced_rerun_of_a_finished_cpc_job_trains_every_epoch_again(tiny_views, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="cocon")
+    cpc = job(tiny_views, tmp_path, "cpc", ["rgb"], epochs=2)
+    state_dir = Path(cpc.state_dir)
+    run_pretraining(cpc)
+    first = checkpoints.load(cpc.output)
+    assert checkpoints.load(state_dir / "last.pt")["finished"]
+    old_events = set((state_dir / "tensorboard").iterdir())
+    # snakemake --forcerun pretrain_cpc: the output is deleted and the job runs again
+    Path(cpc.output).unlink()
+    caplog.clear()
+    run_pretraining(cpc)
+    assert f"starting over: {state_dir / 'last.pt'} belongs to a finished run" in caplog.text
+    assert "epochs 0..1" in caplog.text and "resuming" not in caplog.text
+    second = checkpoints.load(cpc.output)
+    assert [row["epoch"] for row in second["history"]] == [0, 1]
+    # a run from scratch with the same seed: the first run's weights and losses
+    assert_same_weights(first["model"], second["model"])
+    assert [row["val_loss"] for row in second["history"]] == [row["val_loss"] for row in first["history"]]
+    with open(state_dir / "metrics.csv") as handle:
+        assert [row["epoch"] for row in csv.DictReader(handle)] == ["0", "1"]
+    events = set((state_dir / "tensorboard").iterdir())
+    assert events and not events & old_events, "the first run's curves were started over"
+    assert checkpoints.load(state_dir / "last.pt")["finished"]
+
+
+def test_a_kill_between_the_output_and_the_finished_mark_is_harmless(tiny_views, tmp_path, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="cocon")
+    cpc = job(tiny_views, tmp_path, "cpc", ["rgb"], epochs=2)
+    last = Path(cpc.state_dir) / "last.pt"
+
+    def die(path):
+        raise Killed("killed after writing the output")
+
+    monkeypatch.setattr(checkpoints, "mark_finished", die)
+    with pytest.raises(Killed):
+        run_pretraining(cpc)
+    monkeypatch.undo()
+    first = checkpoints.load(cpc.output)
+    assert "finished" not in checkpoints.load(last)
+    # snakemake --rerun-incomplete deletes the output of the killed job and runs it again:
+    # it resumes after the last epoch, trains nothing and writes the same output
+    Path(cpc.output).unlink()
+    caplog.clear()
+    run_pretraining(cpc)
+    assert f"resuming from {last} after epoch 1" in caplog.text and "epochs 2..1" in caplog.text
+    second = checkpoints.load(cpc.output)
+    assert_same_weights(first["model"], second["model"])
+    assert second["history"] == first["history"]
+    assert checkpoints.load(last)["finished"]
+
+
+def test_a_forced_rerun_of_a_finished_joint_job_starts_over_and_resumes_after_a_kill(tiny_views, tmp_path,
+                                                                                     monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="cocon")
+    for view in ("rgb", "flow"):
+        run_pretraining(job(tiny_views, tmp_path, "cpc", [view], epochs=1))
+    init = {view: str(tmp_path / f"cpc-{view}.pt") for view in ("rgb", "flow")}
+    cocon = job(tiny_views, tmp_path, "cocon", ["rgb", "flow"], epochs=2, init=init)
+    state_dir, last = Path(cocon.state_dir), Path(cocon.state_dir) / "last.pt"
+    run_pretraining(cocon)
+    first = checkpoints.load(cocon.output)
+    # snakemake --forcerun pretrain_cocon, and the forced job is killed after its first epoch
+    Path(cocon.output).unlink()
+    caplog.clear()
+    kill_after_epoch(monkeypatch, 0)
+    with pytest.raises(Killed):
+        run_pretraining(cocon)
+    monkeypatch.undo()
+    assert f"starting over: {last} belongs to a finished run" in caplog.text and "epochs 0..1" in caplog.text
+    with open(state_dir / "metrics.csv") as handle:
+        assert [row["epoch"] for row in csv.DictReader(handle)] == ["0"], "the new run's curves alone"
+    assert not Path(cocon.output).exists() and "finished" not in checkpoints.load(last)
+    # the killed forced run resumes: its own state, not the finished one
+    caplog.clear()
+    run_pretraining(cocon)
+    assert f"resuming from {last} after epoch 0" in caplog.text and "epochs 1..1" in caplog.text
+    second = checkpoints.load(cocon.output)
+    assert [row["epoch"] for row in second["history"]] == [0, 1]
+    for view in ("rgb", "flow"):
+        assert_same_weights(first["models"][view], second["models"][view])
+    assert [row["val_loss"] for row in second["history"]] == [row["val_loss"] for row in first["history"]]
+    assert checkpoints.load(last)["finished"]
 
 
 def test_non_finite_loss_stops_with_the_terms_and_overwrites_nothing(tiny_views, tmp_path):

@@ -1,8 +1,20 @@
-"""Checkpoints: written atomically, read with ``weights_only=True`` (no pickled code)."""
+"""Checkpoints: written atomically, read with ``weights_only=True`` (no pickled code).
+
+A training job (pretraining, fine-tuning) keeps a state folder beside its output:
+``last.pt``, the state after its last finished epoch, from which a killed run resumes
+(``resume_training``), plus the run's records (``metrics.csv``, ``tensorboard/``, and for
+fine-tuning ``best.pt``). Once the job has written its final output it marks ``last.pt``
+finished (``mark_finished``), and a finished state is never resumed: any later run of the
+job (``snakemake --forcerun``, or a job re-planned because its inputs changed) trains from
+scratch, and its records start over (``clear_records``). The mark comes after the output:
+a kill between the two leaves the unmarked state of the last epoch, and the rerun resumes
+with nothing left to train and writes the same output again.
+"""
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -41,14 +53,20 @@ def save_training_state(path, fingerprint: str, epoch: int, model, optimizer, sc
 
 def resume_training(path, fingerprint: str, model, optimizer, scheduler) -> dict | None:
     """Restore the state of the last finished epoch into ``model``, ``optimizer`` and
-    ``scheduler`` when ``path`` was written with the same settings (``fingerprint``), and
-    return it (epoch, history, extras); None when there is nothing to resume."""
+    ``scheduler`` when ``path`` was written with the same settings (``fingerprint``) by a
+    run that was stopped before it wrote its output, and return it (epoch, history,
+    extras); None when there is nothing to resume: no state, one of other settings, or
+    one of a finished run (``mark_finished``). On None the caller starts from scratch and
+    should ``clear_records`` of the earlier run."""
     path = Path(path)
     if not path.exists():
         return None
     state = load(path)
     if state["fingerprint"] != fingerprint:
         log.info("%s was written with other settings; starting over", path)
+        return None
+    if state.get("finished"):
+        log.info("starting over: %s belongs to a finished run", path)
         return None
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
@@ -58,6 +76,37 @@ def resume_training(path, fingerprint: str, model, optimizer, scheduler) -> dict
         torch.cuda.set_rng_state(state["cuda_rng"])
     log.info("resuming from %s after epoch %d", path, state["epoch"])
     return state
+
+
+def mark_finished(path) -> None:
+    """Mark the training state at ``path`` as that of a run that wrote its final output, so
+    that ``resume_training`` never resumes it: a later run of the job starts over.
+
+    Call it after the output is written, never before: a kill in between leaves an
+    unmarked state of the last epoch, from which the rerun resumes, trains nothing and
+    writes the same output again (marking first, a kill would cost a full retraining)."""
+    path = Path(path)
+    if path.exists():
+        save({**load(path), "finished": True}, path)
+
+
+RECORDS = ("metrics.csv", "tensorboard", "best.pt")
+
+
+def clear_records(state_dir: str | os.PathLike) -> None:
+    """Remove an earlier run's records (``RECORDS``: curves, TensorBoard events, best
+    checkpoint) from ``state_dir`` when a run starts from scratch, so that they never mix
+    with the new run's. ``last.pt`` stays until the new run's first epoch replaces it: it
+    is finished or of other settings, so a kill before then starts over again too."""
+    for name in RECORDS:
+        path = Path(state_dir) / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+        else:
+            continue
+        log.info("removed %s of an earlier run", path)
 
 
 def view_model(path: str | os.PathLike, view: str) -> dict:

@@ -11,6 +11,14 @@ the epoch with the best validation accuracy is kept. Nothing is frozen unless
 gradient, BatchNorm statistics fixed. Validation and testing take the central square of
 ``finetune.center_crop`` times the short side (DPC: 224 of 240 px) and cut every video
 into windows of N blocks overlapping by half, averaging the softmax over them.
+
+The outputs are the best model and the test scores; a state folder beside them holds the
+state of the last finished epoch (``last.pt``), the best epoch's weights (``best.pt``),
+``metrics.csv`` and TensorBoard curves. A killed run resumes from ``last.pt``. Once both
+outputs are written, ``last.pt`` is marked finished (``checkpoints.mark_finished``), so any
+later run of the job (``snakemake --forcerun finetune``, or one re-planned because its
+inputs changed) trains every epoch again from scratch, with ``best.pt`` and the curves
+started over too.
 """
 from __future__ import annotations
 
@@ -159,6 +167,9 @@ def run_finetuning(job: FinetuneJob) -> None:
     state = checkpoints.resume_training(state_path, fingerprint, model, optimizer, scheduler)
     start_epoch, history, best = ((state["epoch"] + 1, state["history"], state["best"]) if state
                                   else (0, [], {"accuracy": -1.0, "epoch": -1}))
+    if state is None:
+        # a run from scratch: an earlier run's best.pt and curves must not mix with its own
+        checkpoints.clear_records(job.state_dir)
     spec = ClipSpec(model_settings["num_blocks"], model_settings["block_length"], model_settings["frame_stride"])
     sizes = model_settings["input_size"]
     clips = ClipDataset(train, job.views_dir, [job.view], sizes, spec, train=True, seed=settings["seed"],
@@ -223,3 +234,7 @@ def run_finetuning(job: FinetuneJob) -> None:
                       "pretrained": job.checkpoint, "best_epoch": best["epoch"], "val_top1": best["accuracy"],
                       "model": {key: value.cpu() for key, value in model.state_dict().items()},
                       "num_classes": num_classes, "fingerprint": fingerprint, "history": history}, job.output)
+    log.info("wrote %s and %s", job.output, job.scores)
+    # after both outputs, never before: a kill in between leaves an unfinished state of the
+    # last epoch, from which a rerun tests best.pt again and writes the same outputs without training
+    checkpoints.mark_finished(state_path)

@@ -11,9 +11,13 @@ epoch the same loss is computed on the validation videos, on every dense window,
 centrally cropped, in fixed batches, and the learning rate drops tenfold when that
 validation loss plateaus (DESIGN.md section 6).
 
-The output is one checkpoint per view; a state folder beside it holds the checkpoint of
-the last finished epoch (models, optimizer, scheduler, RNG, metrics), from which a
-killed run resumes.
+The output is one checkpoint per view (``{view}.pt``), or one of every view for a joint
+method (``joint.pt``); a state folder beside it holds the checkpoint of the last finished
+epoch (``last.pt``: models, optimizer, scheduler, RNG, history), ``metrics.csv`` and
+TensorBoard curves. A killed run resumes from ``last.pt``. Once the output is written,
+``last.pt`` is marked finished (``checkpoints.mark_finished``), so any later run of the
+job (``snakemake --forcerun pretrain_cpc``, or one re-planned because its inputs changed)
+trains every epoch again from scratch, with the curves started over too.
 """
 from __future__ import annotations
 
@@ -204,6 +208,9 @@ def _train(job: PretrainJob, settings: dict, method: dict, runtime: Runtime) -> 
     state_path = Path(job.state_dir) / "last.pt"
     state = checkpoints.resume_training(state_path, fingerprint, model, optimizer, scheduler)
     start_epoch, history = (state["epoch"] + 1, state["history"]) if state else (0, [])
+    if state is None and runtime.is_main:
+        # a run from scratch: the curves of an earlier run of this job must not mix with its own
+        checkpoints.clear_records(job.state_dir)
     trained = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if cuda else None) \
         if runtime.distributed else model
 
@@ -282,6 +289,9 @@ def _train(job: PretrainJob, settings: dict, method: dict, runtime: Runtime) -> 
             checkpoints.save({**common, "view": view, "model": weights[view],
                               "model_config": model_config(settings, view)}, job.output)
         log.info("wrote %s", job.output)
+        # after the output, never before: a kill in between leaves an unfinished state of the
+        # last epoch, from which a rerun writes the same output without training
+        checkpoints.mark_finished(state_path)
 
 
 def load_pretrained(path: str | os.PathLike, view: str | None = None) -> tuple[DPC, dict]:
