@@ -1,15 +1,25 @@
 # CoCon: raw videos -> manifest -> view shards (rgb, flow, pose, seg) -> CPC per view -> CoCon jointly
 # -> fine-tuning and dense testing per view -> results/{dataset}/finetune.json.
 # Targets: results/{dataset}/paper.md (the paper's tables), finetune.json (every split), views.tsv.
-from snakemake.utils import min_version, validate
+from pathlib import Path
+
+from snakemake.utils import min_version
+
+from cocon.config import read_yaml, validate_workflow_config
 
 min_version("9.0")
+
+
+# Snakemake reports invalid YAML in its config file without naming the file or the line
+if Path("config/config.yaml").is_file():
+    read_yaml("config/config.yaml")
 
 
 configfile: "config/config.yaml"
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
+# Snakemake's own validate() would not name the config file a refused key is in
+validate_workflow_config(config, workflow.configfiles, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
 
 
 include: "workflow/rules/common.smk"

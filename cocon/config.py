@@ -44,6 +44,17 @@ def validate(config: dict, schema: dict, source: str) -> dict:
     return config
 
 
+def validate_workflow_config(config: dict, files, schema_path: str | os.PathLike) -> dict:
+    """Fill defaults into the workflow config (config/config.yaml, or the --configfile
+    files) and validate it against its schema, naming the files it was read from: Snakemake's
+    own validation names neither them nor where a moved key went."""
+    source = ", ".join(map(str, files)) or "the workflow config"
+    if "views" in config:
+        raise ConfigError(f"{source}: views: each dataset file sets its own views now "
+                          "(config/datasets/<name>.yaml: views); remove the key here")
+    return validate(config, yaml.safe_load(Path(schema_path).read_text()), source)
+
+
 def load_dataset_config(path: str | os.PathLike, name: str | None = None) -> dict:
     """Read and validate one dataset config; ``name`` defaults to the file stem."""
     path = Path(path)
@@ -51,11 +62,72 @@ def load_dataset_config(path: str | os.PathLike, name: str | None = None) -> dic
         raise ConfigError(f"{path}: dataset config file not found")
     config = _read_with_base(path, seen=())
     validate(config, load_schema("dataset.schema.yaml"), str(path))
-    if config["layout"] == "kinetics400" and config["official_splits"] != [1]:
-        raise ConfigError(f"{path}: official_splits: Kinetics-400 has one split (train/validate), [1]; "
-                          f"got {config['official_splits']}")
+    check_consistency(config, str(path))
     config["name"] = name or path.stem
     return config
+
+
+def _report(errors: list[str], source: str) -> None:
+    if errors:
+        raise ConfigError("\n".join(f"{source}: {error}" for error in errors))
+
+
+def check_consistency(config: dict, source: str) -> None:
+    """The constraints between keys that the schema cannot state, each of which would
+    otherwise surface only inside a job (or never, as a silently wrong result)."""
+    errors = []
+    if config["layout"] == "kinetics400" and config["official_splits"] != [1]:
+        errors.append(f"official_splits: Kinetics-400 has one split (train/validate), [1]; "
+                      f"got {config['official_splits']}")
+    pretrain = config["pretrain"]
+    if pretrain["pred_steps"] >= pretrain["num_blocks"]:
+        errors.append(f"pretrain.pred_steps: {pretrain['pred_steps']} must be less than pretrain.num_blocks "
+                      f"({pretrain['num_blocks']}): the model predicts the last pred_steps blocks of a clip "
+                      "from the blocks before them")
+    weights = config["finetune"]["ensemble_weights"]
+    if not any(weights[view] for view in config["views"]):
+        errors.append(f"finetune.ensemble_weights: every view of `views` ({', '.join(config['views'])}) has "
+                      "weight 0, so the ensemble would give every class the same score")
+    _report(errors, source)
+
+
+def stored_short_side(config: dict, view: str) -> tuple[int, str]:
+    """The short side a view's frames are stored at, and the key that sets it."""
+    if view == "rgb":
+        return config["frames"]["short_side"], "frames.short_side"
+    if view == "flow" and config["flow"]["short_side"] is None:
+        # flow.short_side null stores flow at the frames' size
+        return config["frames"]["short_side"], "frames.short_side"
+    return config[view]["short_side"], f"{view}.short_side"
+
+
+def check_training_inputs(config: dict, views, source: str) -> None:
+    """Before training on ``views``: each view's crop fits in the frames it is cut from.
+
+    A crop larger than the stored frames would run, but every clip would be upsampled from
+    fewer pixels than the network reads. Checked only where training is planned, so that a
+    config that extracts views for other uses may store them small."""
+    errors = []
+    for view in views:
+        size = config["pretrain"]["input_size"][view]
+        side, key = stored_short_side(config, view)
+        if size > side:
+            errors.append(f"pretrain.input_size.{view}: {size} px is larger than the {side} px short side "
+                          f"{view} is stored at ({key}), so every clip would be upsampled; lower "
+                          f"pretrain.input_size.{view} or raise {key}")
+    _report(errors, source)
+
+
+def read_yaml(path: str | os.PathLike):
+    """The YAML document in ``path``. A syntax error names the file and the line: PyYAML
+    alone names "<unicode string>" when given the text rather than the file."""
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+        where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
+        problem = getattr(error, "problem", None) or str(error)
+        raise ConfigError(f"{where}: invalid YAML: {problem}") from None
 
 
 def _merged(base: dict, override: dict) -> dict:
@@ -71,7 +143,7 @@ def _read_with_base(path: Path, seen: tuple) -> dict:
         raise ConfigError(f"{path}: dataset config file not found")
     if path.resolve() in seen:
         raise ConfigError(f"{path}: base files form a cycle")
-    config = yaml.safe_load(path.read_text()) or {}
+    config = read_yaml(path) or {}
     if not isinstance(config, dict):
         raise ConfigError(f"{path}: expected a mapping of config keys")
     base = config.pop("base", None)

@@ -1,6 +1,7 @@
 """Every kind of bad video is excluded with its own reason; the good ones are still processed."""
 import multiprocessing
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -9,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from cocon.data.manifest import ExcludedVideosError, read_manifest, run_manifest
+from cocon.data.manifest import ExcludedVideosError, TooFewUsableVideosError, read_manifest, run_manifest
 from cocon.data.video import probe_video
 from cocon.views.frames import extract_frames
 
@@ -113,7 +114,8 @@ def mixed_folder(tmp_path):
     (root / "bad" / "notes.mp4").write_text("text\n" * 50)
     write_video(root / "bad" / "hollow.avi", 0)
     return {"layout": "folder", "root": str(root), "name": "mixed", "classes": None, "test_fraction": 0.0,
-            "shard_size": 100, "strict": False, "frames": {"short_side": 32, "jpeg_quality": 90}}
+            "shard_size": 100, "strict": False, "min_usable_fraction": 0.0,
+            "frames": {"short_side": 32, "jpeg_quality": 90}}
 
 
 def test_bad_videos_excluded_good_ones_processed(mixed_folder, tmp_path, caplog):
@@ -138,7 +140,7 @@ def test_strict_fails_naming_the_file(mixed_folder, tmp_path):
 def test_split_file_naming_missing_videos_is_reported(ucf_splits, videos_dir, tmp_path, caplog):
     caplog.set_level("INFO")
     dataset = {"layout": "ucf101", "root": str(videos_dir / "ucf101"), "splits": str(ucf_splits), "name": "ucf",
-               "classes": ["PushUps"], "shard_size": 1000, "strict": False}
+               "classes": ["PushUps"], "shard_size": 1000, "strict": False, "min_usable_fraction": 0.0}
     rows = run_manifest(dataset, tmp_path / "m.tsv", tmp_path / "e.tsv")
     usable = [row for row in rows if row.ok]
     assert [row.video_id for row in usable] == ["v_PushUps_g02_c03"]
@@ -146,3 +148,58 @@ def test_split_file_naming_missing_videos_is_reported(ucf_splits, videos_dir, tm
     assert len(missing) == len(rows) - 1
     assert all(row.status == "missing: file not found on disk" for row in missing)
     assert f"missing: {len(missing)}" in caplog.text
+
+
+def test_broken_symbolic_link_is_unreadable_not_missing(tmp_path, real_clip):
+    root = tmp_path / "videos" / "PushUps"
+    root.mkdir(parents=True)
+    (root / real_clip.name).symlink_to(real_clip)
+    # a link to a clip that was moved away
+    (root / "v_PushUps_g01_c01.avi").symlink_to(tmp_path / "moved.avi")
+    assert probe_video(root / "v_PushUps_g01_c01.avi").status == \
+        f"unreadable: a broken symbolic link to {tmp_path / 'moved.avi'}"
+    dataset = {"layout": "folder", "root": str(tmp_path / "videos"), "name": "links", "classes": None,
+               "test_fraction": 0.0, "shard_size": 100, "strict": False, "min_usable_fraction": 0.5}
+    rows = {row.video_id: row.status for row in run_manifest(dataset, tmp_path / "m.tsv", tmp_path / "e.tsv")}
+    assert rows == {real_clip.stem: "ok",
+                    "v_PushUps_g01_c01": f"unreadable: a broken symbolic link to {tmp_path / 'moved.avi'}"}
+
+
+def test_too_few_usable_videos_fail_naming_root_and_counts(mixed_folder, tmp_path):
+    mixed_folder["min_usable_fraction"] = 0.5
+    with pytest.raises(TooFewUsableVideosError, match=r"(?s)^root: .*videos: 2 of the 7 listed videos are usable "
+                                                      r"\(29%\), fewer than min_usable_fraction 0\.5.*empty: 1"):
+        run_manifest(mixed_folder, tmp_path / "m.tsv", tmp_path / "e.tsv")
+    assert not (tmp_path / "m.tsv").exists()
+
+
+def test_wrong_root_with_valid_split_files_fails_the_manifest(ucf_splits, videos_dir, tmp_path):
+    """The class folders are in videos/ucf101, one level below the root given: nothing is found."""
+    dataset = {"layout": "ucf101", "root": str(videos_dir), "splits": str(ucf_splits), "name": "ucf",
+               "classes": ["PushUps", "Shotput"], "shard_size": 1000, "strict": False, "min_usable_fraction": 0.5}
+    expected = rf"(?s)^root: {re.escape(str(videos_dir))}: 0 of the \d+ listed videos are usable \(0%\).*missing: \d+"
+    with pytest.raises(TooFewUsableVideosError, match=expected):
+        run_manifest(dataset, tmp_path / "m.tsv", tmp_path / "e.tsv")
+    assert not (tmp_path / "m.tsv").exists()
+    # the right root: one clip per class is on disk
+    rows = run_manifest({**dataset, "root": str(videos_dir / "ucf101"), "min_usable_fraction": 0.0},
+                        tmp_path / "m.tsv", tmp_path / "e.tsv")
+    assert sum(row.ok for row in rows) == 2
+
+
+def test_classes_without_usable_videos_are_reported(ucf_splits, videos_dir, tmp_path, caplog):
+    """Basketball is listed but none of its clips is under this root; PushUps keeps one clip."""
+    caplog.set_level("INFO")
+    dataset = {"layout": "ucf101", "root": str(videos_dir / "ucf101"), "splits": str(ucf_splits), "name": "ucf",
+               "classes": ["PushUps", "Basketball"], "shard_size": 1000, "strict": False, "min_usable_fraction": 0.0}
+    rows = run_manifest(dataset, tmp_path / "m.tsv", tmp_path / "e.tsv")
+    pushups = next(row for row in rows if row.ok)
+    warnings = "\n".join(record.getMessage() for record in caplog.records if record.levelname == "WARNING")
+    basketball = sum(row.label == "Basketball" for row in rows)
+    assert f"Basketball: no usable video (all {basketball} excluded)" in warnings
+    # in each split, PushUps lost every video of the role its one clip does not take
+    lost = [f"split {split} {'train' if pushups.role(split) == 'test' else 'test'}" for split in (1, 2, 3)]
+    line = next(line.strip() for line in warnings.splitlines() if line.strip().startswith("PushUps:"))
+    assert re.sub(r" \(\d+ excluded\)", "", line) == "PushUps: " + ", ".join(lost)
+    with pytest.raises(ExcludedVideosError, match=r"(?s)strict: true.*Basketball: no usable video"):
+        run_manifest({**dataset, "strict": True}, tmp_path / "m.tsv", tmp_path / "e.tsv")

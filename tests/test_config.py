@@ -1,6 +1,6 @@
 import pytest
 
-from cocon.config import ConfigError, load_dataset_config
+from cocon.config import ConfigError, check_training_inputs, load_dataset_config
 from tests.conftest import REPO, write_yaml
 
 
@@ -50,3 +50,60 @@ def test_seed_variants_of_the_demo_differ_only_in_seeds():
     assert seeded["pretrain"] == {**demo["pretrain"], "seed": 1}
     assert seeded["finetune"] == {**demo["finetune"], "seed": 1}
     assert {key for key in demo if demo[key] != seeded[key]} == {"name", "root", "pretrain", "finetune"}
+
+
+def test_yaml_syntax_error_names_the_file_and_line(tmp_path):
+    path = write_yaml(tmp_path / "broken.yaml", "layout: folder\nroot: videos\n  shard_size: 3\n")
+    with pytest.raises(ConfigError, match=r"broken\.yaml, line 3, column \d+: invalid YAML: mapping values"):
+        load_dataset_config(path)
+    # in a base file, the base file is named
+    write_yaml(tmp_path / "child.yaml", "base: broken.yaml\nshard_size: 4\n")
+    with pytest.raises(ConfigError, match=r"broken\.yaml, line 3"):
+        load_dataset_config(tmp_path / "child.yaml")
+
+
+def test_prediction_steps_must_leave_blocks_to_predict_from(tmp_path):
+    path = write_yaml(tmp_path / "bad.yaml", "layout: folder\nroot: videos\npretrain: {num_blocks: 3, pred_steps: 3}\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: pretrain\.pred_steps: 3 must be less than "
+                                          r"pretrain\.num_blocks \(3\)"):
+        load_dataset_config(path)
+
+
+def test_ensemble_weights_of_every_view_zero_is_refused(tmp_path):
+    path = write_yaml(tmp_path / "bad.yaml", "layout: folder\nroot: videos\nviews: [pose, seg]\n"
+                                             "finetune: {ensemble_weights: {pose: 0, seg: 0}}\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: finetune\.ensemble_weights: every view"):
+        load_dataset_config(path)
+
+
+def test_finetune_batch_needs_two_clips_for_batchnorm(tmp_path):
+    path = write_yaml(tmp_path / "bad.yaml", "layout: folder\nroot: videos\nfinetune: {batch_size: 1}\n")
+    with pytest.raises(ConfigError, match=r"(?s)bad\.yaml.*finetune\.batch_size: 1 is less than the minimum of 2"):
+        load_dataset_config(path)
+
+
+def test_unknown_view_is_named_with_the_file(tmp_path):
+    path = write_yaml(tmp_path / "bad.yaml", "layout: folder\nroot: videos\nviews: [rgb, depth]\n")
+    with pytest.raises(ConfigError, match=r"(?s)bad\.yaml: invalid config.*views\.1: 'depth' is not one of"):
+        load_dataset_config(path)
+
+
+def test_min_usable_fraction_defaults_to_half(tmp_path):
+    assert load_dataset_config(write_yaml(tmp_path / "mine.yaml", "layout: folder\nroot: videos\n"))[
+        "min_usable_fraction"] == 0.5
+
+
+def test_crop_larger_than_the_stored_frames_is_refused_for_training(tmp_path):
+    path = write_yaml(tmp_path / "small.yaml", "layout: folder\nroot: videos\nframes: {short_side: 64}\n"
+                                               "pose: {short_side: 32}\n")
+    config = load_dataset_config(path)  # storing small frames alone is fine
+    with pytest.raises(ConfigError) as error:
+        check_training_inputs(config, ["rgb", "flow", "pose", "seg"], str(path))
+    lines = str(error.value).splitlines()
+    assert [line.split(" px")[0] for line in lines] == [
+        f"{path}: pretrain.input_size.rgb: 128", f"{path}: pretrain.input_size.flow: 128",
+        f"{path}: pretrain.input_size.pose: 64"]
+    assert lines[0].endswith("larger than the 64 px short side rgb is stored at (frames.short_side), so every clip "
+                             "would be upsampled; lower pretrain.input_size.rgb or raise frames.short_side")
+    assert "(frames.short_side)" in lines[1] and "(pose.short_side)" in lines[2]
+    check_training_inputs(config, ["seg"], str(path))

@@ -3,9 +3,12 @@ from pathlib import Path
 
 import pytest
 
+from cocon.config import load_dataset_config
 from cocon.data.datasets import (
-    DatasetError, assign_shards, list_folder, list_hmdb51, list_kinetics, list_ucf101, list_videos, resolve_path,
+    DatasetError, assign_shards, check_training_split, list_folder, list_hmdb51, list_kinetics, list_ucf101,
+    list_videos, resolve_path,
 )
+from tests.conftest import write_yaml
 
 
 def test_ucf101_official_lists(ucf_splits):
@@ -122,3 +125,71 @@ def test_folders_rotate_the_held_out_share_over_three_splits():
     assert tested[0] == {"a3", "a7"}
     assert tested[1] == {"a2", "a6", "b2"} and tested[2] == {"a1", "a5", "b1"}
     assert not (tested[0] & tested[1]) and not (tested[1] & tested[2]) and not (tested[0] & tested[2])
+
+
+@pytest.mark.parametrize("key", ["root", "splits"])
+def test_a_folder_that_does_not_exist_is_named_with_its_key(ucf_splits, tmp_path, key):
+    dataset = {"layout": "ucf101", "root": str(tmp_path), "splits": str(ucf_splits), "classes": None,
+               key: str(tmp_path / "nowhere")}
+    with pytest.raises(DatasetError, match=rf"^{key}: .*nowhere: folder not found"):
+        list_videos(dataset)
+
+
+def test_split_file_errors_name_the_splits_key(tmp_path):
+    with pytest.raises(DatasetError, match=r"^splits: .*classInd\.txt: split file not found"):
+        list_videos({"layout": "ucf101", "root": str(tmp_path), "splits": str(tmp_path), "classes": None})
+    with pytest.raises(DatasetError, match=r"^annotations: .*k400\.csv: Kinetics annotation CSV not found"):
+        list_videos({"layout": "kinetics400", "root": str(tmp_path), "annotations": [str(tmp_path / "k400.csv")],
+                     "classes": None})
+
+
+def folder_dataset(tmp_path, videos_per_class: dict[str, int], settings: str = "") -> dict:
+    """A validated folder-layout config over class folders of empty video files (listing
+    opens no video)."""
+    for label, count in videos_per_class.items():
+        (tmp_path / "videos" / label).mkdir(parents=True)
+        for index in range(count):
+            (tmp_path / "videos" / label / f"{label}_{index}.avi").write_bytes(b"")
+    return load_dataset_config(write_yaml(tmp_path / "folder.yaml", f"layout: folder\nroot: {tmp_path / 'videos'}\n"
+                                                                    f"{settings}"))
+
+
+def test_classes_too_small_for_a_test_video_are_refused_before_finetuning(tmp_path):
+    # every 4th video of a class is tested on in split 1: classes of 3 give none
+    dataset = folder_dataset(tmp_path, {"jump": 3, "run": 2}, "official_splits: [1, 2]\n"
+                                                              "pretrain: {batch_size: 2}\nfinetune: {batch_size: 2}\n")
+    entries = list_videos(dataset)
+    with pytest.raises(DatasetError, match=r"^test_fraction: 0\.25 holds out video 4 \(in name order\) of each "
+                                           r"class in split 1, and no class has 4 videos \(the largest has 3\)"):
+        check_training_split(dataset, entries, 1, "finetune")
+    check_training_split(dataset, entries, 1, "pretrain")  # pretraining needs no test video
+    check_training_split(dataset, entries, 2, "finetune")  # split 2 tests the 3rd video of jump
+    with pytest.raises(DatasetError, match=r"^test_fraction: 0 holds out no video"):
+        check_training_split({**dataset, "test_fraction": 0}, list_folder(tmp_path / "videos", 0), 1, "finetune")
+
+
+def test_classes_too_small_for_a_train_video_are_refused(tmp_path):
+    # test_fraction 0.5: split 2 tests the 1st video of each class, the only one
+    dataset = folder_dataset(tmp_path, {"jump": 1, "run": 1}, "test_fraction: 0.5\npretrain: {batch_size: 2}\n")
+    with pytest.raises(DatasetError, match=r"^test_fraction: 0\.5 leaves split 2 no train video"):
+        check_training_split(dataset, list_videos(dataset), 2, "pretrain")
+
+
+def test_a_batch_larger_than_the_listed_train_videos_is_refused(tmp_path):
+    dataset = folder_dataset(tmp_path, {"jump": 4, "run": 4}, "pretrain: {batch_size: 4, gpus: 2}\n")
+    with pytest.raises(DatasetError, match=r"^pretrain\.batch_size: one batch of 8 \(4 per GPU x 2 GPUs\) needs "
+                                           r"more train videos than the 6 that split 1 lists"):
+        check_training_split(dataset, list_videos(dataset), 1, "pretrain")
+    with pytest.raises(DatasetError, match=r"^finetune\.batch_size: one batch of 16 needs"):
+        check_training_split(dataset, list_videos(dataset), 1, "finetune")
+
+
+def test_kinetics_without_test_rows_cannot_be_finetuned(tmp_path):
+    (tmp_path / "k400.csv").write_text("label,youtube_id,time_start,time_end,split\n"
+                                       + "".join(f"run,v{index},0,10,train\n" for index in range(4))
+                                       + "run,w0,0,10,validate\n")
+    dataset = {"layout": "kinetics400", "annotations": [str(tmp_path / "k400.csv")], "official_splits": [1],
+               "test_fraction": 0.25, "finetune": {"batch_size": 2, "gpus": 0}}
+    with pytest.raises(DatasetError, match=r"^annotations: no row has split 'test'"):
+        check_training_split(dataset, list_kinetics([tmp_path / "k400.csv"]), 1, "finetune")
+

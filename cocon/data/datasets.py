@@ -7,6 +7,7 @@ a listed video exists and decodes is decided later, by the manifest stage.
 from __future__ import annotations
 
 import csv
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -131,13 +132,22 @@ def list_kinetics(annotations: list[Path]) -> list[VideoEntry]:
     return _check_unique(entries)
 
 
+# layouts without split files: their splits come from stratified_roles
+STRATIFIED_LAYOUTS = ("folder", "demo")
+
+
+def held_out_every(test_fraction: float) -> int:
+    """k of stratified_roles: every k-th video of a class is tested on (0: none)."""
+    return max(2, round(1 / test_fraction)) if test_fraction > 0 else 0
+
+
 def stratified_roles(names_by_label: dict[str, list[str]], test_fraction: float) -> dict[str, tuple[str, ...]]:
     """A deterministic split for datasets without split files, in three rotations (splits
     1-3): in each class (sorted by name), every k-th video goes to test, k =
     round(1 / test_fraction), and split s takes the videos at positions k - s, 2k - s, ...
     (mod k), so the three splits test on disjoint videos where a class has enough of them."""
     roles = {}
-    every = max(2, round(1 / test_fraction)) if test_fraction > 0 else 0
+    every = held_out_every(test_fraction)
     for names in names_by_label.values():
         for position, name in enumerate(sorted(names)):
             roles[name] = tuple("test" if every and position % every == (every - split) % every else "train"
@@ -159,7 +169,7 @@ def _entries_from_class_folders(relpaths_by_label: dict[str, list[str]], test_fr
 def list_folder(root: Path, test_fraction: float) -> list[VideoEntry]:
     """Any folder of class folders: ``<root>/<class>/<video>``; video ids are file stems."""
     if not root.is_dir():
-        raise DatasetError(f"{root}: dataset root folder not found")
+        raise DatasetError(f"{root}: folder not found")
     relpaths_by_label = {}
     for class_dir in sorted(path for path in root.iterdir() if path.is_dir()):
         videos = sorted(
@@ -182,22 +192,41 @@ def list_demo(demo_config: dict, test_fraction: float) -> list[VideoEntry]:
     return _entries_from_class_folders(relpaths_by_label, test_fraction)
 
 
+# each layout's lister, and the config key naming the folder or files it reads
+LISTERS = {
+    "ucf101": ("splits", lambda dataset: list_ucf101(Path(dataset["splits"]))),
+    "hmdb51": ("splits", lambda dataset: list_hmdb51(Path(dataset["splits"]))),
+    "kinetics400": ("annotations", lambda dataset: list_kinetics([Path(path) for path in dataset["annotations"]])),
+    "folder": ("root", lambda dataset: list_folder(Path(dataset["root"]), dataset["test_fraction"])),
+    "demo": ("demo", lambda dataset: list_demo(dataset["demo"], dataset["test_fraction"])),
+}
+
+
+def check_folders(dataset: dict) -> None:
+    """The folders and files a dataset config names exist; a DatasetError names the key.
+
+    The demo's root is generated, so only the other layouts' root must exist."""
+    if dataset["layout"] != "demo" and not Path(dataset["root"]).is_dir():
+        raise DatasetError(f"root: {dataset['root']}: folder not found")
+    if dataset["layout"] in ("ucf101", "hmdb51") and not Path(dataset["splits"]).is_dir():
+        raise DatasetError(f"splits: {dataset['splits']}: folder not found")
+    if dataset["layout"] == "kinetics400":
+        for path in dataset["annotations"]:
+            if not Path(path).is_file():
+                raise DatasetError(f"annotations: {path}: Kinetics annotation CSV not found")
+
+
 def list_videos(dataset: dict) -> list[VideoEntry]:
     """Every video a validated dataset config names, sorted by id, restricted to
-    ``classes`` when that key is set."""
-    layout = dataset["layout"]
-    if layout == "ucf101":
-        entries = list_ucf101(Path(dataset["splits"]))
-    elif layout == "hmdb51":
-        entries = list_hmdb51(Path(dataset["splits"]))
-    elif layout == "kinetics400":
-        entries = list_kinetics([Path(path) for path in dataset["annotations"]])
-    elif layout == "folder":
-        entries = list_folder(Path(dataset["root"]), dataset["test_fraction"])
-    elif layout == "demo":
-        entries = list_demo(dataset["demo"], dataset["test_fraction"])
-    else:
-        raise DatasetError(f"dataset.layout: unknown layout {layout!r}")
+    ``classes`` when that key is set. Errors name the config key at fault."""
+    if dataset["layout"] not in LISTERS:
+        raise DatasetError(f"layout: unknown layout {dataset['layout']!r}")
+    check_folders(dataset)
+    key, lister = LISTERS[dataset["layout"]]
+    try:
+        entries = lister(dataset)
+    except DatasetError as error:
+        raise DatasetError(f"{key}: {error}") from None
     classes = dataset.get("classes")
     if classes:
         known = {entry.label for entry in entries}
@@ -206,6 +235,53 @@ def list_videos(dataset: dict) -> list[VideoEntry]:
             raise DatasetError(f"classes: {unknown} are not classes of this dataset")
         entries = [entry for entry in entries if entry.label in set(classes)]
     return entries
+
+
+def role_counts(entries: list[VideoEntry], split: int) -> Counter:
+    """How many of ``entries`` take each role (train, test, ...) in ``split`` (from 1)."""
+    return Counter(entry.splits[split - 1] for entry in entries)
+
+
+def _no_test_video_reason(dataset: dict, entries: list[VideoEntry], split: int) -> str:
+    """Why the listing gives ``split`` no test video, naming the key to change."""
+    layout = dataset["layout"]
+    if layout in STRATIFIED_LAYOUTS:
+        test_fraction = dataset["test_fraction"]
+        every = held_out_every(test_fraction)
+        if not every:
+            return f"test_fraction: {test_fraction} holds out no video of any class as test"
+        position = (every - split) % every
+        largest = max(Counter(entry.label for entry in entries).values())
+        return (f"test_fraction: {test_fraction} holds out video {position + 1} (in name order) of each class "
+                f"in split {split}, and no class has {position + 1} videos (the largest has {largest}); raise "
+                "test_fraction or add videos")
+    if layout == "kinetics400":
+        return "annotations: no row has split 'test' (the 'validate' rows are not tested on)"
+    return f"splits: the split files name no test video of these classes in split {split}"
+
+
+def check_training_split(dataset: dict, entries: list[VideoEntry], split: int, stage: str) -> None:
+    """Before a training job of ``stage`` (pretrain or finetune) on ``split`` is planned:
+    the listing holds one batch of train videos (listed videos are an upper bound on the
+    usable ones), and, to fine-tune, a test video. A DatasetError names the key."""
+    counts = role_counts(entries, split)
+    if stage == "finetune" and not counts["test"]:
+        raise DatasetError(f"{_no_test_video_reason(dataset, entries, split)}; fine-tuning tests on split "
+                           f"{split} (official_splits: {dataset['official_splits']})")
+    settings = dataset[stage]
+    processes = settings["gpus"] if stage == "pretrain" and settings["gpus"] > 1 else 1
+    batch = settings["batch_size"] * processes
+    if counts["train"] >= batch:
+        return
+    if not counts["train"] and dataset["layout"] in STRATIFIED_LAYOUTS:
+        largest = max(Counter(entry.label for entry in entries).values())
+        raise DatasetError(f"test_fraction: {dataset['test_fraction']} leaves split {split} no train video: each "
+                           f"class is held out whole (the largest has {largest} videos); lower test_fraction or "
+                           "add videos")
+    per_process = f" ({settings['batch_size']} per GPU x {processes} GPUs)" if processes > 1 else ""
+    raise DatasetError(f"{stage}.batch_size: one batch of {batch}{per_process} needs more train videos than the "
+                       f"{counts['train']} that split {split} lists; lower {stage}.batch_size or add videos "
+                       f"(official_splits: {dataset['official_splits']})")
 
 
 def shard_name(index: int) -> str:

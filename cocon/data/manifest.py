@@ -27,6 +27,11 @@ class ExcludedVideosError(RuntimeError):
     """Raised in strict mode when any listed video is not usable."""
 
 
+class TooFewUsableVideosError(RuntimeError):
+    """Raised when fewer than ``min_usable_fraction`` of the listed videos are usable:
+    most often a ``root`` that is not the folder holding the videos."""
+
+
 @dataclass(frozen=True)
 class ManifestRow:
     video_id: str
@@ -101,25 +106,85 @@ def read_manifest(path: str | Path) -> list[ManifestRow]:
         ]
 
 
-def summarize(rows: list[ManifestRow]) -> str:
-    """A few lines for the log: counts, exclusions by reason, and missing files."""
+def _reason(row: ManifestRow) -> str:
+    return row.status.split(":")[0]
+
+
+def _exclusion_lines(rows: list[ManifestRow]) -> list[str]:
     excluded = [row for row in rows if not row.ok]
     lines = [f"{len(rows)} videos listed, {len(rows) - len(excluded)} usable, {len(excluded)} excluded"]
-    reasons = Counter(row.status.split(":")[0] for row in excluded)
+    reasons = Counter(_reason(row) for row in excluded)
     for reason, count in reasons.most_common():
-        examples = [row.path for row in excluded if row.status.split(":")[0] == reason][:3]
+        examples = [row.path for row in excluded if _reason(row) == reason][:3]
         lines.append(f"  {reason}: {count} (e.g. {', '.join(examples)})")
+    return lines
+
+
+def summarize(rows: list[ManifestRow]) -> str:
+    """A few lines for the log: counts, exclusions by reason, missing files, and the
+    classes that exclusions left without a train or test video."""
+    lines = _exclusion_lines(rows)
+    emptied = classes_without_usable_videos(rows)
+    if emptied:
+        lines.append(describe_emptied_classes(emptied))
     return "\n".join(lines)
 
 
+def classes_without_usable_videos(rows: list[ManifestRow]) -> dict[str, list[str]]:
+    """Classes that exclusions left with no usable train or test video in a split that
+    lists some: label -> what it lacks ("no usable video", or "split 1 test", ...).
+
+    Every split the listing defines is checked, not only ``official_splits``: the
+    manifest does not depend on that key, so that adding a split reruns nothing."""
+    by_label: dict[str, list[ManifestRow]] = {}
+    for row in rows:
+        by_label.setdefault(row.label, []).append(row)
+    emptied: dict[str, list[str]] = {}
+    for label, members in sorted(by_label.items()):
+        if not any(row.ok for row in members):
+            emptied[label] = [f"no usable video (all {len(members)} excluded)"]
+            continue
+        for split in range(1, len(members[0].splits.split(",")) + 1):
+            for role in ("train", "test"):
+                listed = [row for row in members if row.role(split) == role]
+                if listed and not any(row.ok for row in listed):
+                    emptied.setdefault(label, []).append(f"split {split} {role} ({len(listed)} excluded)")
+    return emptied
+
+
+def describe_emptied_classes(emptied: dict[str, list[str]]) -> str:
+    lines = [f"  classes that exclusions left without a train or test video of a split ({len(emptied)}); they "
+             "keep their label, but are never trained or tested on there:"]
+    lines += [f"    {label}: {', '.join(gaps)}" for label, gaps in emptied.items()]
+    return "\n".join(lines)
+
+
+def check_usable_fraction(rows: list[ManifestRow], dataset: dict) -> None:
+    """Fail when fewer than ``min_usable_fraction`` of the listed videos are usable, naming
+    the root folder the videos were looked for in and the counts."""
+    usable = sum(row.ok for row in rows)
+    minimum = dataset["min_usable_fraction"]
+    if rows and usable < minimum * len(rows):
+        counts = "\n".join(_exclusion_lines(rows))
+        raise TooFewUsableVideosError(
+            f"root: {dataset['root']}: {usable} of the {len(rows)} listed videos are usable "
+            f"({usable / len(rows):.0%}), fewer than min_usable_fraction {minimum}. Is root the folder that holds "
+            f"the class folders of videos? If most videos are meant to be absent, lower min_usable_fraction "
+            f"(0 accepts any number).\n{counts}")
+
+
 def run_manifest(dataset: dict, manifest_path, excluded_path, threads: int = 1) -> list[ManifestRow]:
-    """The whole stage: probe, write both tables, log a summary, and fail in strict mode."""
+    """The whole stage: probe, fail when too few videos are usable, log a summary (a
+    warning when classes lost their videos), fail in strict mode on any exclusion, and
+    write both tables."""
     rows = build_manifest(dataset, threads)
-    summary = summarize(rows)
-    log.info("%s", summary)
+    check_usable_fraction(rows, dataset)
+    emptied = classes_without_usable_videos(rows)
+    log.log(logging.WARNING if emptied else logging.INFO, "%s", summarize(rows))
     excluded = [row for row in rows if not row.ok]
     if dataset["strict"] and excluded:
         details = "\n".join(f"  {row.path}: {row.status}" for row in excluded[:20])
-        raise ExcludedVideosError(f"strict: true and {len(excluded)} videos are not usable:\n{details}")
+        classes = f"\n{describe_emptied_classes(emptied)}" if emptied else ""
+        raise ExcludedVideosError(f"strict: true and {len(excluded)} videos are not usable:\n{details}{classes}")
     write_manifest(rows, manifest_path, excluded_path)
     return rows

@@ -52,6 +52,9 @@ def probe_video(path: str | os.PathLike) -> VideoProbe:
     """
     path = Path(path)
     try:
+        # a link whose target is gone is on disk but cannot be read: not "missing"
+        if path.is_symlink() and not path.exists():
+            return VideoProbe(f"unreadable: a broken symbolic link to {os.readlink(path)}")
         if not path.exists():
             return VideoProbe("missing: file not found on disk")
         if not path.is_file():

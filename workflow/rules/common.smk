@@ -4,8 +4,8 @@
 from functools import cache
 from pathlib import Path
 
-from cocon.config import load_dataset_config
-from cocon.data.datasets import assign_shards, list_videos
+from cocon.config import check_training_inputs, load_dataset_config
+from cocon.data.datasets import DatasetError, assign_shards, check_training_split, list_videos
 from cocon.experiments import (INIT_PATTERN, VIEW_SET_PATTERN, ExperimentError, finetune_inits, paper_cells,
                                parse_init, pretrained_path, pretraining_split, view_set_name)
 from cocon.views.pose import backend_files
@@ -35,10 +35,31 @@ wildcard_constraints:
 
 
 @cache
+def listed_videos(dataset):
+    """A dataset's videos, listed once: a folder, split file or key that is wrong stops
+    planning here, naming the dataset file and the key."""
+    try:
+        return list_videos(DATASETS[dataset])
+    except DatasetError as error:
+        raise ValueError(f"{config_file(dataset)}: {error}") from None
+
+
+@cache
 def shards(dataset):
     """Shard names of a dataset, planned from its split files or folders without opening a video."""
-    ds = DATASETS[dataset]
-    return sorted(assign_shards(list_videos(ds), ds["shard_size"]))
+    return sorted(assign_shards(listed_videos(dataset), DATASETS[dataset]["shard_size"]))
+
+
+@cache
+def check_training(dataset, split, stage, views):
+    """A training job's split and crops, checked at planning: a split without a batch of
+    train videos or (to fine-tune) a test video, or a crop larger than the stored frames,
+    would otherwise fail, or quietly degrade, inside the job."""
+    try:
+        check_training_split(DATASETS[dataset], listed_videos(dataset), int(split), stage)
+    except DatasetError as error:
+        raise ValueError(f"{config_file(dataset)}: {error}") from None
+    check_training_inputs(DATASETS[dataset], views, config_file(dataset))
 
 
 # keys that only say which runs to build: no stage's output depends on them
@@ -53,6 +74,8 @@ def dataset_params(dataset, *sections):
     to the flow settings reruns flow, not the manifest or the frames, and adding a split
     or a view reruns nothing that exists.
     """
+    # every job of a dataset passes here: its folders and split files are checked before any job runs
+    listed_videos(dataset)
     ds = DATASETS[dataset]
     return {key: value for key, value in ds.items()
             if key not in PLANNING_KEYS and (key not in STAGE_SECTIONS or key in sections)}
@@ -103,7 +126,9 @@ def demo_videos(wildcards):
 
 def cpc_inputs(wildcards):
     check_split(wildcards.dataset, wildcards.split)
-    return view_shard_paths(wildcards.dataset, [wildcards.view])
+    paths = view_shard_paths(wildcards.dataset, [wildcards.view])
+    check_training(wildcards.dataset, wildcards.split, "pretrain", (wildcards.view,))
+    return paths
 
 
 def joint_views(wildcards):
@@ -117,7 +142,9 @@ def joint_inputs(wildcards):
         raise ValueError(f"view set {wildcards.view_set!r}: write it {view_set_name(views)!r} "
                          "(views in the order rgb+flow+pose+seg)")
     check_split(wildcards.dataset, wildcards.split)
-    return {"shards": view_shard_paths(wildcards.dataset, views),
+    paths = view_shard_paths(wildcards.dataset, views)
+    check_training(wildcards.dataset, wildcards.split, "pretrain", tuple(views))
+    return {"shards": paths,
             "init": expand("results/{dataset}/split{split}/pretrain/cpc/{view}.pt", dataset=wildcards.dataset,
                            split=wildcards.split, view=views)}
 
@@ -136,6 +163,7 @@ def _pretrained(dataset, split, init_name, view):
 
 def finetune_inputs(wildcards):
     check_split(wildcards.dataset, wildcards.split)
+    check_training(wildcards.dataset, wildcards.split, "finetune", (wildcards.view,))
     path = _pretrained(wildcards.dataset, wildcards.split, wildcards.init, wildcards.view)
     return {"shards": view_shard_paths(wildcards.dataset, [wildcards.view]), "pretrained": [path] if path else []}
 
