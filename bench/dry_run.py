@@ -1,7 +1,8 @@
 """Planning at the paper's scale: `snakemake -n results/ucf101/paper.md` with the shipped
 ucf101, hmdb51 and kinetics400 configs over the full official UCF101 and HMDB51 split
 lists (13,320 + 6,766 videos, none on disk) and a Kinetics-400-sized annotation file of
-made-up names (400 classes x 600 clips: only the count matters for planning), against the
+made-up names (400 classes x 600 clips, 50 of each for testing: only the count matters for
+planning; the roots are empty folders), against the
 same command on the 40-video demo. Prints JSON."""
 from __future__ import annotations
 
@@ -34,7 +35,10 @@ def write_configs(workdir: Path, splits: Path) -> None:
     with open(workdir / "k400.csv", "w") as handle:
         handle.write("label,youtube_id,time_start,time_end,split\n")
         for label in range(400):
-            handle.writelines(f"class {label},y{label}v{index:04d},10,20,train\n" for index in range(600))
+            handle.writelines(f"class {label},y{label}v{index:04d},10,20,{'test' if index < 50 else 'train'}\n"
+                              for index in range(600))
+    for root in ("UCF-101", "hmdb51", "k400"):
+        (workdir / root).mkdir()
     datasets = REPO / "config" / "datasets"
     (workdir / "ucf101.yaml").write_text(f"base: {datasets / 'ucf101.yaml'}\nroot: {workdir / 'UCF-101'}\n"
                                          f"splits: {splits / 'ucfTrainTestlist'}\n")
