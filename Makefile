@@ -31,6 +31,13 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/snakemake --lint
 
+# envs/cocon.yaml (the --use-conda environment) from pyproject.toml, after .venv is reinstalled
+# from it: keeps every pin pyproject.toml still admits, pins the rest to .venv's versions.
+# `make envs ENVS_FLAGS=--from-venv` re-pins everything; `ENVS_FLAGS=--check` only compares.
+.PHONY: envs
+envs: $(STAMP)
+	$(BIN)/python envs/generate.py $(ENVS_FLAGS)
+
 bench: $(STAMP)
 	$(BIN)/python -m bench.flow_overhead
 	$(BIN)/python -m bench.rgb_bytes
