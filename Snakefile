@@ -1,6 +1,7 @@
 # CoCon: raw videos -> manifest -> view shards (rgb, flow, pose, seg) -> CPC per view -> CoCon jointly
 # -> fine-tuning and dense testing per view -> results/{dataset}/finetune.json.
 # Targets: results/{dataset}/paper.md (the paper's tables), finetune.json (every split), views.tsv.
+import os
 from pathlib import Path
 
 from snakemake.utils import min_version
@@ -8,6 +9,10 @@ from snakemake.utils import min_version
 from cocon.config import read_yaml, validate_workflow_config
 
 min_version("9.0")
+
+# envs/cocon.yaml installs this checkout through pip's ${COCON_CHECKOUT} (docs/CONDA.md): conda builds
+# the environment from a copy of the file elsewhere, where no relative path would reach it
+os.environ["COCON_CHECKOUT"] = workflow.basedir
 
 
 # Snakemake reports invalid YAML in its config file without naming the file or the line
