@@ -1,13 +1,17 @@
 # Dataset configs, shard planning and the input functions shared by the rules.
 # The experiment matrix (splits, initialisations, view sets, the paper's tables) is
 # cocon.experiments; this file only turns it into paths.
+import sys
 from functools import cache
 from pathlib import Path
+
+from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
 from cocon.config import check_training_inputs, load_dataset_config
 from cocon.data.datasets import DatasetError, assign_shards, check_training_split, list_videos
 from cocon.experiments import (INIT_PATTERN, VIEW_SET_PATTERN, ExperimentError, finetune_inits, paper_cells,
                                parse_init, pretrained_path, pretraining_split, view_set_name)
+from cocon.guidance import conda_missing, datasets_needed, missing_locations, setup_paragraph
 from cocon.views.pose import backend_files
 
 DATASETS = {name: load_dataset_config(path, name) for name, path in config["datasets"].items()}
@@ -22,6 +26,17 @@ for _name, _dataset in DATASETS.items():
 for _target in config["targets"]:
     if _target not in DATASETS:
         raise ValueError(f"targets: {_target!r} is not one of the datasets {sorted(DATASETS)}")
+
+# a first run on placeholder paths gets one paragraph, not a traceback from inside the DAG
+for _name in datasets_needed(sys.argv[1:], config["targets"], DATASETS):
+    _missing = missing_locations(DATASETS[_name])
+    if _missing:
+        sys.exit(setup_paragraph(_name, config["datasets"][_name], _missing,
+                                 "snakemake " + " ".join(arg for arg in sys.argv[1:] if "'" not in arg)))
+if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method and not workflow.output_settings.dryrun:
+    _conda = conda_missing(workflow.deployment_settings.conda_frontend)
+    if _conda:
+        sys.exit(_conda)
 
 
 wildcard_constraints:
