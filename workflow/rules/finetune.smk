@@ -18,9 +18,11 @@ rule finetune:
         "results/{dataset}/benchmarks/split{split}/finetune/{init}/{view}.tsv"
     threads: config["threads"]["finetune"]
     resources:
-        mem_mb=config["resources"]["finetune"]["mem_mb"],
-        runtime=config["resources"]["finetune"]["runtime"],
+        mem_mb=lambda wildcards: config["resources"]["finetune"].get(wildcards.dataset, config["resources"]["finetune"])["mem_mb"],
+        runtime=lambda wildcards: config["resources"]["finetune"].get(wildcards.dataset, config["resources"]["finetune"])["runtime"],
         gpu=lambda wildcards: DATASETS[wildcards.dataset]["finetune"]["gpus"],
+        # one task: its gpus, and a CPU per training process (one per GPU) and per data loader
+        cpus_per_task=lambda wildcards, threads: max(threads, DATASETS[wildcards.dataset]["finetune"]["gpus"] * (DATASETS[wildcards.dataset]["finetune"]["workers"] + 1)),
     conda:
         "../../envs/cocon.yaml"
     script:
@@ -40,6 +42,9 @@ rule finetune_report:
         entries=lambda wildcards: finetune_entries(wildcards.dataset, wildcards.split),
     log:
         "results/{dataset}/logs/split{split}/finetune_report.log",
+    resources:
+        mem_mb=lambda wildcards: config["resources"]["report"].get(wildcards.dataset, config["resources"]["report"])["mem_mb"],
+        runtime=lambda wildcards: config["resources"]["report"].get(wildcards.dataset, config["resources"]["report"])["runtime"],
     conda:
         "../../envs/cocon.yaml"
     script:
@@ -54,6 +59,9 @@ rule finetune_splits:
         markdown=report("results/{dataset}/finetune.md", caption="../report/finetune.rst", category="Results"),
     log:
         "results/{dataset}/logs/finetune_splits.log",
+    resources:
+        mem_mb=lambda wildcards: config["resources"]["report"].get(wildcards.dataset, config["resources"]["report"])["mem_mb"],
+        runtime=lambda wildcards: config["resources"]["report"].get(wildcards.dataset, config["resources"]["report"])["runtime"],
     conda:
         "../../envs/cocon.yaml"
     script:

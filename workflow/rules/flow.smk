@@ -11,8 +11,8 @@ rule flow:
         "results/{dataset}/benchmarks/flow/{shard}.tsv"
     threads: config["threads"]["flow"]
     resources:
-        mem_mb=config["resources"]["flow"]["mem_mb"],
-        runtime=config["resources"]["flow"]["runtime"],
+        mem_mb=lambda wildcards: config["resources"]["flow"].get(wildcards.dataset, config["resources"]["flow"])["mem_mb"],
+        runtime=lambda wildcards: config["resources"]["flow"].get(wildcards.dataset, config["resources"]["flow"])["runtime"],
     conda:
         "../../envs/cocon.yaml"
     script:

@@ -11,8 +11,8 @@ rule frames:
         "results/{dataset}/benchmarks/frames/{shard}.tsv"
     threads: config["threads"]["frames"]
     resources:
-        mem_mb=config["resources"]["frames"]["mem_mb"],
-        runtime=config["resources"]["frames"]["runtime"],
+        mem_mb=lambda wildcards: config["resources"]["frames"].get(wildcards.dataset, config["resources"]["frames"])["mem_mb"],
+        runtime=lambda wildcards: config["resources"]["frames"].get(wildcards.dataset, config["resources"]["frames"])["runtime"],
     conda:
         "../../envs/cocon.yaml"
     script:

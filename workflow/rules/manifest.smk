@@ -12,8 +12,8 @@ rule manifest:
         "results/{dataset}/benchmarks/manifest.tsv"
     threads: config["threads"]["manifest"]
     resources:
-        mem_mb=config["resources"]["manifest"]["mem_mb"],
-        runtime=config["resources"]["manifest"]["runtime"],
+        mem_mb=lambda wildcards: config["resources"]["manifest"].get(wildcards.dataset, config["resources"]["manifest"])["mem_mb"],
+        runtime=lambda wildcards: config["resources"]["manifest"].get(wildcards.dataset, config["resources"]["manifest"])["runtime"],
     conda:
         "../../envs/cocon.yaml"
     script:

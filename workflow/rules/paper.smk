@@ -13,6 +13,9 @@ rule paper:
                                             for cell in cells(wildcards.dataset) if cell.run},
     log:
         "results/{dataset}/logs/paper.log",
+    resources:
+        mem_mb=lambda wildcards: config["resources"]["report"].get(wildcards.dataset, config["resources"]["report"])["mem_mb"],
+        runtime=lambda wildcards: config["resources"]["report"].get(wildcards.dataset, config["resources"]["report"])["runtime"],
     conda:
         "../../envs/cocon.yaml"
     script:

@@ -12,8 +12,8 @@ rule pose:
         "results/{dataset}/benchmarks/pose/{shard}.tsv"
     threads: config["threads"]["pose"]
     resources:
-        mem_mb=config["resources"]["pose"]["mem_mb"],
-        runtime=config["resources"]["pose"]["runtime"],
+        mem_mb=lambda wildcards: config["resources"]["pose"].get(wildcards.dataset, config["resources"]["pose"])["mem_mb"],
+        runtime=lambda wildcards: config["resources"]["pose"].get(wildcards.dataset, config["resources"]["pose"])["runtime"],
     conda:
         "../../envs/cocon.yaml"
     script:

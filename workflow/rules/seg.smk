@@ -12,8 +12,8 @@ rule seg:
         "results/{dataset}/benchmarks/seg/{shard}.tsv"
     threads: config["threads"]["seg"]
     resources:
-        mem_mb=config["resources"]["seg"]["mem_mb"],
-        runtime=config["resources"]["seg"]["runtime"],
+        mem_mb=lambda wildcards: config["resources"]["seg"].get(wildcards.dataset, config["resources"]["seg"])["mem_mb"],
+        runtime=lambda wildcards: config["resources"]["seg"].get(wildcards.dataset, config["resources"]["seg"])["runtime"],
     conda:
         "../../envs/cocon.yaml"
     script:

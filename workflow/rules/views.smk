@@ -6,6 +6,9 @@ rule views:
         report("results/{dataset}/views.tsv", caption="../report/views.rst", category="Views"),
     log:
         "results/{dataset}/logs/views.log",
+    resources:
+        mem_mb=lambda wildcards: config["resources"]["views"].get(wildcards.dataset, config["resources"]["views"])["mem_mb"],
+        runtime=lambda wildcards: config["resources"]["views"].get(wildcards.dataset, config["resources"]["views"])["runtime"],
     conda:
         "../../envs/cocon.yaml"
     script:
