@@ -13,6 +13,9 @@ rule flow:
     resources:
         mem_mb=lambda wildcards: config["resources"]["flow"].get(wildcards.dataset, config["resources"]["flow"])["mem_mb"],
         runtime=lambda wildcards: config["resources"]["flow"].get(wildcards.dataset, config["resources"]["flow"])["runtime"],
+        # the torch backend on CUDA runs the whole shard on one GPU
+        gpu=lambda wildcards: int(DATASETS[wildcards.dataset]["flow"].get("backend") == "torch"
+                                  and DATASETS[wildcards.dataset]["flow"].get("device") == "cuda"),
     conda:
         "../../envs/cocon.yaml"
     script:
