@@ -151,9 +151,77 @@ def to_view_tensor(view: str, frames: np.ndarray) -> torch.Tensor:
     return tensor.float() / 255
 
 
+def draw_frame_jitter(num_frames: int, generator: torch.Generator) -> torch.Tensor:
+    """Pretraining's per-frame jitter parameters, drawn frame by frame in the order the
+    per-frame path draws them: ``[T, 5]`` float64 (brightness, contrast, saturation in
+    0.5-1.5, hue in -0.25-0.25, greyed 1 or 0 with probability 0.5)."""
+    rows = []
+    for _ in range(num_frames):
+        brightness, contrast, saturation = (_uniform(generator, 0.5, 1.5) for _ in range(3))
+        hue = _uniform(generator, -0.25, 0.25)
+        grey = float(torch.rand((), generator=generator) < 0.5)
+        rows.append((brightness, contrast, saturation, hue, grey))
+    return torch.tensor(rows, dtype=torch.float64).reshape(num_frames, 5)
+
+
+_GREY = (0.2989, 0.587, 0.114)
+
+
+def _grey(images: torch.Tensor) -> torch.Tensor:
+    """torchvision's rgb_to_grayscale of ``[T, 3, H, W]``, as ``[T, H, W]``."""
+    return _GREY[0] * images[:, 0] + _GREY[1] * images[:, 1] + _GREY[2] * images[:, 2]
+
+
+def apply_frame_jitter(clip: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """``clip`` ``[T, 3, H, W]`` with pretraining's jitter ``factors`` (draw_frame_jitter),
+    all frames at once: brightness, contrast (each frame blended with its own mean grey),
+    saturation, hue, then greying. The arithmetic of torchvision's per-image functions
+    (``ratio * a + (1 - ratio) * b`` in float32, clamped), with hue rotated by the closed
+    form of HSV's sectors: equal to the per-frame path to float rounding (about 1e-6)."""
+    frames = len(clip)
+    dtype = clip.dtype
+
+    def per_frame(values: torch.Tensor) -> torch.Tensor:
+        return values.to(dtype).view(frames, 1, 1, 1)
+
+    brightness, contrast, saturation, hue, grey = factors.unbind(dim=1)
+    x = clip * per_frame(brightness)
+    x.clamp_(0, 1)
+    mean = _grey(x).mean(dim=(-2, -1)).view(frames, 1, 1, 1)
+    x.mul_(per_frame(contrast)).add_(per_frame(1.0 - contrast) * mean).clamp_(0, 1)
+    grey_x = _grey(x).unsqueeze(1)
+    x.mul_(per_frame(saturation)).add_(per_frame(1.0 - saturation) * grey_x).clamp_(0, 1)
+    # hue: torchvision's rgb -> hsv hue (in sixths), + 6 * hue mod 6, then back to rgb by the
+    # closed form of the sectors: channel = max - chroma * clamp(distance to its sector - 1)
+    r, g, b = x.unbind(dim=1)
+    maxc = x.amax(dim=1)
+    chroma = maxc - x.amin(dim=1)
+    divisor = torch.where(chroma == 0, torch.ones_like(chroma), chroma)
+    is_r = maxc == r
+    is_g = (maxc == g) & ~is_r
+    h6 = torch.where(is_r, g - b, torch.where(is_g, b - r + 2 * divisor, r - g + 4 * divisor))
+    h6.div_(divisor).add_(6.0 * hue.to(dtype).view(frames, 1, 1))
+    h6.sub_(torch.floor(h6 / 6.0).mul_(6.0))
+    out = torch.empty_like(x)
+    torch.sub(maxc, chroma * (2.0 - (h6 - 3.0).abs_()).clamp_(0, 1), out=out[:, 0])
+    torch.sub(maxc, chroma * ((h6 - 2.0).abs_() - 1.0).clamp_(0, 1), out=out[:, 1])
+    torch.sub(maxc, chroma * ((h6 - 4.0).abs_() - 1.0).clamp_(0, 1), out=out[:, 2])
+    greyed = torch.nonzero(grey > 0).flatten()
+    if len(greyed):
+        out[greyed] = _grey(out[greyed]).unsqueeze(1).expand(-1, 3, -1, -1)
+    return out.clamp_(0, 1)
+
+
 def jitter_frames(clip: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Pretraining: colour jitter drawn for each frame of ``clip`` ``[T, 3, H, W]``, then
-    half of the frames greyed, so that the network cannot learn low-level flow from colour."""
+    half of the frames greyed, so that the network cannot learn low-level flow from colour.
+    One batched op over the frames with per-frame factors; the same draws, in the same
+    order, and the same output as jitter_frames_per_frame."""
+    return apply_frame_jitter(clip, draw_frame_jitter(len(clip), generator))
+
+
+def jitter_frames_per_frame(clip: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The per-frame path (a Python loop of torchvision calls), kept as the reference."""
     frames = []
     for frame in clip:
         frame = TF.adjust_brightness(frame, _uniform(generator, 0.5, 1.5))
