@@ -50,3 +50,10 @@ bench: $(STAMP)
 
 clean-demo:
 	rm -rf results/demo
+
+# the one prepared GPU check (issue 12): TV-L1 torch on CUDA against OpenCV, the loader, the
+# training step (fp32, bf16 + channels_last, torch.compile; MFU), a tiny pretraining; one JSON.
+# Fits in about 8 minutes on one GPU. `make gpu-check GPU_CHECK_FLAGS="--device cpu --small"`: the dry run.
+.PHONY: gpu-check
+gpu-check: $(STAMP)
+	$(BIN)/python -m bench.gpu_check --out results/gpu_check.json $(GPU_CHECK_FLAGS)

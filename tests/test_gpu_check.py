@@ -1,0 +1,20 @@
+"""bench/gpu_check.py passes its CPU dry run (--device cpu --small) and writes one JSON."""
+import json
+
+from bench import gpu_check
+
+
+def test_gpu_check_cpu_dry_run(tmp_path):
+    out = tmp_path / "gpu_check.json"
+    report = gpu_check.main(["--device", "cpu", "--small", "--out", str(out)])
+    assert json.loads(out.read_text())["sections"].keys() == report["sections"].keys()
+    sections = report["sections"]
+    assert set(sections) == {"tvl1", "loader", "train_step", "pretrain", "ddp"}
+    for name, section in sections.items():
+        assert "error" not in section, (name, section.get("traceback"))
+    assert sections["tvl1"]["torch"] and sections["tvl1"]["accuracy_vs_opencv"]["epe"] <= 0.3
+    assert sections["train_step"]["fp32_eager"]["clips_per_s"] > 0
+    assert sections["train_step"]["flops_per_clip_step"] > 0
+    assert sections["loader"]["jitter_on_cpu_clips_per_s"] > 0
+    assert sections["pretrain"]["epochs"] == 2
+    assert "skipped" in sections["ddp"]
