@@ -13,6 +13,15 @@ from cocon.views.tvl1 import tvl1_flow
 CLIPS = ["ucf101/PushUps/v_PushUps_g02_c03.avi", "hmdb51_reencoded/dive/BASE_Jumping_Compilation_-_Brilliant_dive_f_cm_np1_le_bad_3.mp4"]
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """One thread: torch's threads oversubscribe a busy 2-core machine (many times slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _grey_frames(path, count, short_side, start=0):
     grey = []
     for index, frame in enumerate(iter_frames(path, short_side)):
