@@ -221,11 +221,18 @@ def test_profiles_do_not_override_each_other():
     assert args.slurm_status_command == "squeue" and args.slurm_keep_successful_logs
 
 
-def test_manifest_and_rgb_through_sbatch(slurm, tmp_path):
-    tiny_dataset(tmp_path, "tiny")
+@pytest.fixture(scope="module")
+def tiny_rgb(slurm, tmp_path_factory):
+    """A tiny demo's videos, manifest and rgb shard, through sbatch: (workdir, run, seconds)."""
+    workdir = tmp_path_factory.mktemp("tiny")
+    tiny_dataset(workdir, "tiny")
     started = time.monotonic()
-    result = through_slurm(tmp_path, "results/tiny/views/rgb/00000.h5")
-    seconds = time.monotonic() - started
+    result = through_slurm(workdir, "results/tiny/views/rgb/00000.h5")
+    return workdir, result, time.monotonic() - started
+
+
+def test_manifest_and_rgb_through_sbatch(tiny_rgb):
+    tmp_path, result, seconds = tiny_rgb
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
     output = result.stdout + result.stderr
     assert "Using profiles" in output and "slurm" in output
@@ -291,11 +298,10 @@ exit 1
 """
 
 
-def test_multi_gpu_pretraining_is_one_task_with_its_gpus(slurm, tmp_path, monkeypatch):
+def test_multi_gpu_pretraining_is_one_task_with_its_gpus(tiny_rgb, monkeypatch):
     """A 2-GPU pretraining job: what sbatch receives (one task, --gpus=2, a CPU per training
     process and data loader), and the torchrun command its job runs."""
-    tiny_dataset(tmp_path, "tiny")
-    result = through_slurm(tmp_path, "results/tiny/views/rgb/00000.h5")   # the job's inputs, through SLURM
+    tmp_path, result, _ = tiny_rgb        # the job's inputs, made through SLURM
     assert result.returncode == 0, result.stderr[-4000:]
     tiny_dataset(tmp_path, "tiny", gpus=2, workers=3)
     fake = tmp_path / "bin"
