@@ -12,7 +12,7 @@ min_version("9.0")
 
 # envs/cocon.yaml installs this checkout through pip's ${COCON_CHECKOUT} (docs/CONDA.md): conda builds
 # the environment from a copy of the file elsewhere, where no relative path would reach it
-os.environ["COCON_CHECKOUT"] = workflow.basedir
+os.environ.update(COCON_CHECKOUT=workflow.basedir)
 
 
 # Snakemake reports invalid YAML in its config file without naming the file or the line
