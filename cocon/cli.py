@@ -5,6 +5,7 @@ import argparse
 import importlib
 import json
 import sys
+from pathlib import Path
 
 from cocon.config import ConfigError, load_dataset_config
 
@@ -148,6 +149,29 @@ def cmd_inspect(args) -> None:
     print(json.dumps(info, indent=2))
 
 
+def _shard_files(paths: list[str]) -> list[Path]:
+    """The view shards the paths name: a shard file itself, every ``*.h5`` under a folder."""
+    files = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = sorted(path.rglob("*.h5"))
+            if not found:
+                raise ValueError(f"{path}: no view shards (*.h5) under this folder")
+            files += found
+        else:
+            files.append(path)
+    return files
+
+
+def cmd_verify(args) -> None:
+    from cocon.data.shards import verify_shards
+
+    verification = verify_shards(_shard_files(args.paths), args.threads)
+    # a ShardError listing every damaged shard, video and frame: `main` prints it and exits 1
+    verification.raise_on_damage()
+    print(f"{verification.summary()}: no damage")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cocon", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -243,6 +267,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command("inspect", cmd_inspect, "print a view shard's attributes and videos as JSON", dataset=False)
     sub.add_argument("shard", help="a view shard (.h5)")
+
+    sub = command("verify", cmd_verify, "read every byte of view shards and check its checksum; exit 1 naming each "
+                  "damaged shard, video and frame", dataset=False)
+    sub.add_argument("paths", nargs="+", metavar="PATH",
+                     help="a view shard (.h5), or a folder of them such as results/ucf101/views")
+    sub.add_argument("--threads", type=int, default=1, help="shards checked in parallel")
     return parser
 
 

@@ -65,3 +65,32 @@ def test_reader_errors_name_the_shard(tmp_path):
         ShardReader(tmp_path / "flow.h5", view="rgb")
     with ShardReader(tmp_path / "flow.h5") as reader, pytest.raises(ShardError, match="no video 'absent'"):
         reader.read("absent")
+
+
+def test_every_stored_byte_is_checksummed(tmp_path):
+    encoded = [encode_jpeg(frame, 90) for frame in frames_bgr(4)]
+    with ShardWriter(tmp_path / "rgb.h5", "rgb", {"shard": "00000"}) as writer:
+        writer.add_video("clip", encoded, {"num_frames": 4})
+    with ShardWriter(tmp_path / "flow.h5", "flow", {"shard": "00000"}) as writer:
+        writer.add_video("clip", np.zeros((3, 12, 16, 2), np.uint8), {"num_frames": 4}, compression="gzip",
+                         chunks=(1, 12, 16, 2))
+        writer.add_video("still", np.zeros((0, 12, 16, 2), np.uint8), {"num_frames": 1})
+    stored = {}
+    for name in ("rgb.h5", "flow.h5"):
+        with h5py.File(tmp_path / name) as handle:
+            handle.visititems(lambda path, item: stored.update(
+                {f"{name}/{path}": item.fletcher32} if isinstance(item, h5py.Dataset) and item.size else {}))
+    assert stored == {"rgb.h5/videos/clip/frames": True, "rgb.h5/videos/clip/offsets": True,
+                      "flow.h5/videos/clip/frames": True}
+    with ShardReader(tmp_path / "flow.h5") as reader:
+        assert reader.read("still").shape == (0, 12, 16, 2)
+
+
+def test_shards_without_checksums_are_refused_with_how_to_rebuild_them(tmp_path):
+    with ShardWriter(tmp_path / "old.h5", "flow", {}) as writer:
+        writer.add_video("clip", np.zeros((1, 2, 2, 2), np.uint8), {})
+    with h5py.File(tmp_path / "old.h5", "r+") as handle:
+        handle.attrs["format_version"] = 1
+    with pytest.raises(ShardError, match=r"old\.h5: format version 1; this code reads version 2, whose every byte "
+                                         r"carries a checksum: rebuild the view shards .*--forcerun frames"):
+        ShardReader(tmp_path / "old.h5")

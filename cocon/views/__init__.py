@@ -6,14 +6,19 @@ import logging
 from pathlib import Path
 
 from cocon.data.manifest import read_manifest
-from cocon.data.shards import ShardReader
+from cocon.data.shards import ShardReader, verify_shards
 
 log = logging.getLogger(__name__)
 
 
-def write_views_index(manifest_path, shard_paths, out_path) -> None:
-    """A table of every view shard (view, shard, videos, stored frames, bytes), checking on
-    the way that each shard holds exactly the usable videos the manifest assigns to it."""
+def write_views_index(manifest_path, shard_paths, out_path, threads: int = 1) -> None:
+    """A table of every view shard (view, shard, videos, stored frames, bytes), written only
+    once every stored byte of every shard has passed its checksum (``threads`` shards at a
+    time) and each shard holds exactly the usable videos the manifest assigns to it."""
+    verification = verify_shards(shard_paths, threads)
+    # every damaged shard, video and frame in one error, so that one rebuild fixes them all
+    verification.raise_on_damage()
+    log.info("verified: %s", verification.summary())
     rows = read_manifest(manifest_path)
     expected: dict[str, set[str]] = {}
     for row in rows:

@@ -41,7 +41,9 @@ def derive_view(view: str, rgb_path, out_path, compute: Callable[[np.ndarray], n
     """Write ``out_path`` by applying ``compute`` (RGB frames ``[T, H, W, 3]`` -> array) to every
     video of the rgb shard ``rgb_path``, videos in ``threads`` processes; returns the video count.
 
-    ``compute`` must be picklable (a module-level function or a partial of one).
+    ``compute`` must be picklable (a module-level function or a partial of one). Damaged
+    bytes in the rgb shard stop it with the reader's ShardError, which names the video and
+    frames; the half-written output is removed.
     """
     with ShardReader(rgb_path, view="rgb") as reader:
         video_ids = reader.video_ids
@@ -63,7 +65,6 @@ def derive_view(view: str, rgb_path, out_path, compute: Callable[[np.ndarray], n
 
 
 def _add(writer: ShardWriter, video_id: str, data: np.ndarray, rgb_attrs: dict, compression: str) -> None:
-    options = {}
-    if len(data):
-        options = dict(chunks=(1, *data.shape[1:]), **COMPRESSION[compression])
+    # one chunk per frame: reading a clip decompresses and checksums its own frames only
+    options = dict(chunks=(1, *data.shape[1:]), **COMPRESSION[compression])
     writer.add_video(video_id, data, {key: rgb_attrs[key] for key in CARRIED_ATTRS}, **options)
