@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+import time
 from functools import partial
 from pathlib import Path
 
@@ -58,6 +59,18 @@ def copy_without_checksums(source: Path, target: Path) -> None:
                 video.create_dataset(name, data=dataset[()], chunks=dataset.chunks)
 
 
+def fastest_interleaved(runs: dict, repeats: int) -> dict[str, float]:
+    """The fastest of ``repeats`` timed calls of each run, in seconds, the runs taking turns
+    so that a slow spell of the machine does not fall on one of them alone."""
+    times = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return {name: min(measured) for name, measured in times.items()}
+
+
 def load_clips(dataset, keys) -> None:
     for key in keys:
         dataset[key]
@@ -105,19 +118,20 @@ def main() -> None:
             "hdf5_shards": ClipDataset(videos, views, ["rgb"], {"rgb": 128}, spec, train=True),
             "hdf5_unchecked": ClipDataset(videos, unchecked, ["rgb"], {"rgb": 128}, spec, train=True),
         }
-        clips_per_s = {}
-        for name, dataset in loaders.items():
+        for dataset in loaders.values():
             dataset[keys[0]]  # warm caches and open files
-            clips_per_s[name] = len(keys) / best_time(partial(load_clips, dataset, keys), args.repeats)
+        seconds = fastest_interleaved({name: partial(load_clips, dataset, keys) for name, dataset in loaders.items()},
+                                      args.repeats)
+        clips_per_s = {name: len(keys) / seconds[name] for name in loaders}
         # the stored bytes of random windows alone, many of them: the checksum's own cost per clip
         generator = np.random.default_rng(0)
         clip_videos = [videos[item] for _, item in keys] * 10
         windows = [window_indices(video.num_frames, spec, int(generator.integers(
             0, max(usable_frames(video.num_frames) - spec.span, 0) + 1))) for video in clip_videos]
-        read_us = {}
-        for name, folder in (("checked", views), ("unchecked", unchecked)):
-            seconds = best_time(partial(window_reads, folder, clip_videos, windows), args.repeats)
-            read_us[name] = 1e6 * seconds / len(windows)
+        seconds = fastest_interleaved({name: partial(window_reads, folder, clip_videos, windows)
+                                       for name, folder in (("checked", views), ("unchecked", unchecked))},
+                                      args.repeats)
+        read_us = {name: 1e6 * seconds[name] / len(windows) for name in seconds}
     shards = sorted(views.rglob("*.h5"))
     verify_seconds = best_time(partial(verify_shards, shards), args.repeats)
     megabytes = sum(path.stat().st_size for path in shards) / 1e6

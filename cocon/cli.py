@@ -268,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("inspect", cmd_inspect, "print a view shard's attributes and videos as JSON", dataset=False)
     sub.add_argument("shard", help="a view shard (.h5)")
 
-    sub = command("verify", cmd_verify, "read every byte of view shards and check its checksum; exit 1 naming each "
+    sub = command("verify", cmd_verify, "read every byte of view shards and check their checksums; exit 1 naming each "
                   "damaged shard, video and frame", dataset=False)
     sub.add_argument("paths", nargs="+", metavar="PATH",
                      help="a view shard (.h5), or a folder of them such as results/ucf101/views")

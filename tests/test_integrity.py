@@ -212,31 +212,25 @@ def whole_contents(path: Path) -> dict:
     return contents
 
 
-def tiny_shard(path: Path, view: str) -> Path:
-    """Ten videos of two tiny frames: more than HDF5 keeps in an object header (8 links, 8
-    attributes), so the shard holds the dense link and attribute storage too."""
+def tiny_rgb_shard(path: Path) -> Path:
+    """Ten videos of one tiny frame: more than HDF5 keeps in an object header (8 links, 8
+    attributes), so the shard holds HDF5's dense link and attribute storage too."""
     rng = np.random.default_rng(0)
-    attrs = {"label": "walk", "label_index": 3, "fps": 25.0, "num_frames": 2, "orig_width": 32, "orig_height": 24,
-             "width": 32, "height": 24, "source_path": "walk/walk_0.avi"}
-    with ShardWriter(path, view, {"dataset": "tiny", "shard": "00000", "keypoints": ["nose", "left_eye"]}) as writer:
+    attrs = {"label": "walk", "label_index": 3, "fps": 25.0, "num_frames": 1, "orig_width": 8, "orig_height": 8,
+             "width": 8, "height": 8, "source_path": "walk/walk_0.avi"}
+    with ShardWriter(path, "rgb", {"dataset": "tiny", "shard": "00000", "short_side": 8}) as writer:
         for index in range(10):
-            if view == "rgb":
-                writer.add_video(f"walk_{index}", [encode_jpeg(rng.integers(0, 255, (24, 32, 3), np.uint8), 90)
-                                                   for _ in range(2)], attrs)
-            else:
-                writer.add_video(f"walk_{index}", rng.integers(0, 255, (1, 8, 10, 2), np.uint8), attrs,
-                                 chunks=(1, 8, 10, 2), compression="gzip", shuffle=True)
+            writer.add_video(f"walk_{index}", [encode_jpeg(rng.integers(0, 255, (8, 8, 3), np.uint8), 90)], attrs)
     return path
 
 
-@pytest.mark.parametrize("view", ["rgb", "flow"])
-def test_a_flipped_byte_anywhere_is_reported_or_changes_nothing(tmp_path, view):
+def test_a_flipped_byte_anywhere_is_reported_or_changes_nothing(tmp_path):
     # a sample of positions over the whole file: data, indexes, headers and attributes,
     # the text ones too (h5py would otherwise keep them in HDF5's unchecksummed global heap)
-    path = tiny_shard(tmp_path / "tiny.h5", view)
+    path = tiny_rgb_shard(tmp_path / "tiny.h5")
     original, stored = whole_contents(path), path.read_bytes()
     damaged_path = tmp_path / "damaged.h5"
-    for position in range(0, len(stored), 47):
+    for position in range(0, len(stored), 131):
         damaged = bytearray(stored)
         damaged[position] ^= 0xFF
         damaged_path.write_bytes(damaged)

@@ -161,6 +161,7 @@ class ShardReader:
             self._file = h5py.File(self.path, "r")
         except OSError as error:
             raise ShardError(f"{self.path}: not a readable HDF5 file ({error})") from error
+        self._groups: dict[str, h5py.Group] = {}
         try:
             with self._damage_is_an_error("its HDF5 header"):
                 self.view = self._check_header(view)
@@ -218,10 +219,14 @@ class ShardReader:
         return int(self._dataset(video_id, "frames").shape[0])
 
     def _group(self, video_id: str) -> h5py.Group:
-        if video_id not in self:
-            raise ShardError(f"{self.path}: no video {video_id!r} in this shard")
-        with self._damage_is_an_error(f"video {video_id!r}, its HDF5 metadata"):
-            return self._file["videos"][video_id]
+        # opened once: training reads the same videos over and over, and each read opens
+        # the group's datasets
+        if video_id not in self._groups:
+            if video_id not in self:
+                raise ShardError(f"{self.path}: no video {video_id!r} in this shard")
+            with self._damage_is_an_error(f"video {video_id!r}, its HDF5 metadata"):
+                self._groups[video_id] = self._file["videos"][video_id]
+        return self._groups[video_id]
 
     def _dataset(self, video_id: str, name: str) -> h5py.Dataset:
         group = self._group(video_id)
