@@ -51,7 +51,7 @@ def test_a_folder_that_does_not_exist_is_named_with_file_and_key(tmp_path, ucf_s
     folders = {"root": tmp_path, "splits": ucf_splits, key: tmp_path / "nowhere"}
     plan_fails(tmp_path, "results/tiny/manifest.tsv",
                f"layout: ucf101\nroot: {folders['root']}\nsplits: {folders['splits']}\nclasses: [PushUps]\n",
-               expected=f"tiny.yaml: {key}: {tmp_path / 'nowhere'}: folder not found")
+               expected=f"The dataset 'tiny' is not where tiny.yaml says:\n  {key}: {tmp_path / 'nowhere'}   <- ")
 
 
 def test_a_stray_views_key_in_config_yaml_names_config_yaml(tmp_path):
