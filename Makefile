@@ -47,6 +47,8 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.loader
 	$(BIN)/python -m bench.pose_resolution
 	$(BIN)/python -m bench.flow_cost
+	$(BIN)/python -m bench.loader_batched
+	$(BIN)/python -m bench.tvl1_accuracy
 
 clean-demo:
 	rm -rf results/demo
