@@ -88,7 +88,6 @@ def main(argv=None) -> dict:
     parser.add_argument("--clips", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (a loader worker uses 1)")
-    parser.add_argument("--compile", action="store_true", help="also COCON_COMPILE_JITTER=1 (torch.compile)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     spec = ClipSpec(8, 5, 3)
@@ -107,13 +106,6 @@ def main(argv=None) -> dict:
             result["per_frame_clips_per_s"] = clips_per_second(dataset, args.clips, args.repeats)
         result["batched_clips_per_s"] = clips_per_second(dataset, args.clips, args.repeats)
         result["speedup"] = result["batched_clips_per_s"] / result["per_frame_clips_per_s"]
-        if args.compile:
-            with mock.patch.dict("os.environ", {"COCON_COMPILE_JITTER": "1"}):
-                start = time.perf_counter()
-                dataset[(0, 0)]  # compilation
-                result["compile_seconds"] = time.perf_counter() - start
-                result["batched_compiled_clips_per_s"] = clips_per_second(dataset, args.clips, args.repeats)
-            result["speedup_compiled"] = result["batched_compiled_clips_per_s"] / result["per_frame_clips_per_s"]
         result["step_ms"] = step_times(views, refs, spec)
     print(json.dumps(result, indent=1))
     return result

@@ -220,21 +220,7 @@ def jitter_frames(clip: torch.Tensor, generator: torch.Generator) -> torch.Tenso
     half of the frames greyed, so that the network cannot learn low-level flow from colour.
     One batched op over the frames with per-frame factors; the same draws, in the same
     order, and the same output as jitter_frames_per_frame."""
-    return _frame_jitter_op()(clip, draw_frame_jitter(len(clip), generator))
-
-
-_COMPILED_JITTER = None
-
-
-def _frame_jitter_op():
-    """apply_frame_jitter, or with COCON_COMPILE_JITTER=1 its torch.compile'd form (one fused
-    pass over the clip, about 4x faster on a CPU; compiled once per process, cached on disk)."""
-    global _COMPILED_JITTER
-    if os.environ.get("COCON_COMPILE_JITTER") != "1":
-        return apply_frame_jitter
-    if _COMPILED_JITTER is None:
-        _COMPILED_JITTER = torch.compile(apply_frame_jitter, dynamic=False)
-    return _COMPILED_JITTER
+    return apply_frame_jitter(clip, draw_frame_jitter(len(clip), generator))
 
 
 def jitter_frames_per_frame(clip: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
