@@ -3,6 +3,7 @@ the paper's (schema: cocon/schemas/paper.schema.json). Which runs fill each cell
 decided by cocon.experiments.paper_cells; this module reads their test scores."""
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -15,8 +16,8 @@ from cocon.train.evaluate import fuse, load_scores
 from cocon.train.finetune import accuracy
 
 
-def cell_top1(cell: Cell, weights: dict[str, float]) -> list[float]:
-    """The cell's top-1 on each of its splits."""
+def cell_top1(cell: Cell, weights: dict[str, float], load_scores=load_scores) -> list[float]:
+    """The cell's top-1 on each of its splits; ``load_scores`` reads a scores file."""
     values = []
     for split in cell.splits:
         if cell.view == "ensemble":
@@ -32,6 +33,8 @@ def cell_top1(cell: Cell, weights: dict[str, float]) -> list[float]:
 
 def build_paper(dataset: str, cells: list[Cell], ensemble_weights: dict[str, dict]) -> dict:
     """``ensemble_weights``: each dataset's finetune.ensemble_weights."""
+    # the tables share runs (Table 3's CoCon is Table 5's 4 views): read each scores file once
+    cached_scores = functools.cache(load_scores)
     tables = []
     for table in TABLES:
         rows = []
@@ -42,7 +45,7 @@ def build_paper(dataset: str, cells: list[Cell], ensemble_weights: dict[str, dic
                                                                                               label))
                 entry = {"column": label, "paper": cell.paper, "run": cell.run}
                 if cell.run:
-                    values = cell_top1(cell, ensemble_weights[cell.dataset])
+                    values = cell_top1(cell, ensemble_weights[cell.dataset], cached_scores)
                     entry.update(top1=float(np.mean(values)),
                                  top1_std=float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
                                  per_split=[{"split": split, "top1": value} for split, value in zip(cell.splits,
