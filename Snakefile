@@ -1,6 +1,7 @@
 # CoCon: raw videos -> manifest -> view shards (rgb, flow, pose, seg) -> CPC per view -> CoCon jointly
 # -> fine-tuning and dense testing per view -> results/{dataset}/finetune.json.
-# Targets: results/{dataset}/paper.md (the paper's tables), finetune.json (every split), views.tsv.
+# -> frozen features -> retrieval, linear probe, class consistency, figures -> results/{dataset}/report.html.
+# Targets: results/{dataset}/paper.md (the paper's tables), finetune.json (every split), report.html, views.tsv.
 import os
 from pathlib import Path
 
@@ -38,6 +39,11 @@ include: "workflow/rules/views.smk"
 include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/finetune.smk"
 include: "workflow/rules/paper.smk"
+include: "workflow/rules/features.smk"
+include: "workflow/rules/retrieval.smk"
+include: "workflow/rules/probe.smk"
+include: "workflow/rules/analyse.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

@@ -90,6 +90,58 @@ def cmd_finetune(args) -> None:
                                args.out, args.scores, args.state, split=args.split, epochs=args.epochs))
 
 
+def _feature_paths(paths: list[str]) -> tuple[dict[tuple[str, str], str], int]:
+    """(init, view) -> path of each features file, as the files name themselves, and their one split."""
+    from cocon.analysis.features import FeatureSet
+
+    keyed, splits = {}, set()
+    for path in paths:
+        features = FeatureSet.load(path)
+        if (features.init, features.view) in keyed:
+            raise ValueError(f"{path} and {keyed[(features.init, features.view)]}: both hold {features.init} "
+                             f"{features.view}")
+        keyed[(features.init, features.view)] = path
+        splits.add(features.split)
+    if len(splits) != 1:
+        raise ValueError(f"--features: files of splits {sorted(splits)}; analyse one split at a time")
+    return keyed, splits.pop()
+
+
+def cmd_features(args) -> None:
+    from cocon.analysis.features import FeaturesJob, run_features
+
+    dataset = _dataset(args)
+    features = run_features(FeaturesJob(dataset, args.init, args.view, args.views_dir, args.manifest,
+                                        args.pretrained, args.out, split=args.split, batch_size=args.batch_size,
+                                        gpus=dataset["analysis"]["gpus"], threads=args.threads))
+    print(f"wrote {args.out}: {len(features.video_ids)} videos, {features.context.shape[1]}-d, "
+          f"block features of {len(features.block_video_ids)} test videos")
+
+
+def cmd_retrieval(args) -> None:
+    from cocon.analysis.retrieval import write_retrieval
+
+    document = write_retrieval(args.features, args.ks, args.json, args.markdown)
+    print(f"wrote {args.json}: {len(document['rows'])} rows")
+
+
+def cmd_probe(args) -> None:
+    from cocon.analysis.probe import write_probe
+
+    document = write_probe(args.features, args.cs, args.seed, args.json, args.markdown, threads=args.threads)
+    print(f"wrote {args.json}: {len(document['rows'])} rows")
+
+
+def cmd_analyse(args) -> None:
+    from cocon.analysis.analyse import AnalyseJob, run_analyses
+
+    features, split = _feature_paths(args.features)
+    run_analyses(AnalyseJob(_dataset(args), split, features, args.manifest, args.details, args.views_dir,
+                            _view_paths(args.run, "--run"), args.figures, args.consistency_json,
+                            args.consistency_markdown, threads=args.threads))
+    print(f"wrote {args.figures}/index.json and {args.consistency_markdown}")
+
+
 def cmd_report(args) -> None:
     from cocon.train.evaluate import write_report
 
@@ -229,6 +281,48 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--state", required=True, help="folder for the per-epoch state a rerun resumes from")
     sub.add_argument("--epochs", type=int, help="override finetune.epochs")
     sub.add_argument("--split", type=int, default=1, choices=[1, 2, 3], help="official split trained and tested on")
+
+    sub = command("features", cmd_features, "features of a frozen encoder on one split: pooled context per video "
+                  "(dense windows averaged) and 18 block features per test video, as one .npz")
+    sub.add_argument("--init", required=True,
+                     help="random, <dataset>/cpc or <dataset>/<method>/<view set>: names the encoder in the file")
+    sub.add_argument("--view", required=True, choices=["rgb", "flow", "pose", "seg"])
+    sub.add_argument("--views-dir", required=True, help="the views folder, e.g. results/demo/views")
+    sub.add_argument("--manifest", required=True, help="the dataset's manifest.tsv")
+    sub.add_argument("--pretrained", help="a pretrained checkpoint holding the view (cpc .pt or joint.pt); omit for random")
+    sub.add_argument("--out", required=True, help="output features (.npz)")
+    sub.add_argument("--split", type=int, default=1, choices=[1, 2, 3], help="official split (roles of the videos)")
+    sub.add_argument("--batch-size", type=int, default=16, help="dense windows per forward pass")
+    sub.add_argument("--threads", type=int, help="CPU threads")
+
+    sub = command("retrieval", cmd_retrieval, "R@k of test videos querying train videos, per features file and "
+                  "fused over each initialisation's views", dataset=False)
+    sub.add_argument("features", nargs="+", help="features files (.npz) of `cocon features`")
+    sub.add_argument("--ks", type=int, nargs="+", default=[1, 5, 10, 20, 50], help="k of R@k")
+    sub.add_argument("--json", required=True)
+    sub.add_argument("--markdown", required=True)
+
+    sub = command("probe", cmd_probe, "linear probe (logistic regression) on frozen features: top-1/top-5 on the "
+                  "test split, C chosen on the validation part", dataset=False)
+    sub.add_argument("features", nargs="+", help="features files (.npz) of `cocon features`")
+    sub.add_argument("--cs", type=float, nargs="+", default=[0.01, 0.1, 1.0, 10.0], help="C values to choose from")
+    sub.add_argument("--seed", type=int, default=0)
+    sub.add_argument("--threads", type=int, default=1)
+    sub.add_argument("--json", required=True)
+    sub.add_argument("--markdown", required=True)
+
+    sub = command("analyse", cmd_analyse, "class consistency and the paper's figures (t-SNE, similarity histograms, "
+                  "per-class gains, soft alignment, nearest neighbours, training curves) from features files")
+    sub.add_argument("--features", required=True, nargs="+", help="features files (.npz) of one split")
+    sub.add_argument("--manifest", required=True, help="the dataset's manifest.tsv (class names)")
+    sub.add_argument("--views-dir", required=True, help="the views folder (frames of the neighbour figure)")
+    sub.add_argument("--details", help="the split's finetune_details.json (per-class gains; omit to skip them)")
+    sub.add_argument("--run", action="append", metavar="NAME=OUTPUT",
+                     help="a training run whose curves to draw: 'pretrain NAME' or 'finetune NAME' = its output .pt")
+    sub.add_argument("--figures", required=True, help="output folder of the figures and index.json")
+    sub.add_argument("--consistency-json", required=True)
+    sub.add_argument("--consistency-markdown", required=True)
+    sub.add_argument("--threads", type=int, default=1)
 
     sub = command("report", cmd_report, "finetune.json, finetune.md and per-class details from test scores")
     sub.add_argument("--manifest", required=True, help="the dataset's manifest.tsv")

@@ -84,6 +84,9 @@ def check_consistency(config: dict, source: str) -> None:
         errors.append(f"pretrain.pred_steps: {pretrain['pred_steps']} must be less than pretrain.num_blocks "
                       f"({pretrain['num_blocks']}): the model predicts the last pred_steps blocks of a clip "
                       "from the blocks before them")
+    analysed = config["analysis"]["split"]
+    if analysed is not None and analysed not in config["official_splits"]:
+        errors.append(f"analysis.split: split {analysed} is not one of official_splits {config['official_splits']}")
     weights = config["finetune"]["ensemble_weights"]
     if not any(weights[view] for view in config["views"]):
         errors.append(f"finetune.ensemble_weights: every view of `views` ({', '.join(config['views'])}) has "

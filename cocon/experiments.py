@@ -102,11 +102,26 @@ def finetune_inits(dataset: dict) -> list[Init]:
     """The initialisations of a dataset's finetune.json: ``finetune.inits``, pretrained on
     ``finetune.pretrained_on`` (default the dataset itself), joint ones on ``finetune.view_set``
     (default every view of the dataset)."""
+    return _inits(dataset, dataset["finetune"]["inits"])
+
+
+def analysis_inits(dataset: dict) -> list[Init]:
+    """The initialisations whose frozen encoders the analyses compare: ``analysis.inits``
+    (default ``finetune.inits``), pretrained and combined as finetune_inits says."""
+    return _inits(dataset, dataset["analysis"]["inits"] or dataset["finetune"]["inits"])
+
+
+def analysis_split(dataset: dict) -> int:
+    """The official split the analyses run on: ``analysis.split``, or the first configured."""
+    return dataset["analysis"]["split"] or dataset["official_splits"][0]
+
+
+def _inits(dataset: dict, methods: list[str]) -> list[Init]:
     settings = dataset["finetune"]
     source = settings["pretrained_on"] or dataset["name"]
     view_set = tuple(settings["view_set"] or dataset["views"])
     inits = []
-    for method in settings["inits"]:
+    for method in methods:
         if method == "random":
             inits.append(Init("random"))
         elif method == "cpc":

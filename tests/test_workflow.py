@@ -193,6 +193,49 @@ def test_demo_to_paper_md_with_two_view_sets_and_two_splits(demo_run):
     assert (results / "split1" / "pretrain" / "cocon" / "rgb+flow" / "joint.pt").is_file()
 
 
+def test_demo_report_holds_every_analysis_and_loads_in_chromium(demo_run):
+    workdir, config = demo_run
+    run_snakemake(workdir, "results/tiny/report.html", "--configfile", str(config))
+    results = workdir / "results" / "tiny"
+    analysis = results / "split1" / "analysis"
+    inits = ("random", "tiny/cpc", f"tiny/cocon/{FOUR}")
+    for init in inits:
+        for view in VIEWS:
+            assert (results / "split1" / "features" / init / f"{view}.npz").is_file()
+    assert not (results / "split2" / "features").exists(), "the analyses run on the first official split only"
+    retrieval = json.loads((analysis / "retrieval.json").read_text())
+    rows = {(row["init"], row["view"]) for row in retrieval["rows"]}
+    assert rows == {(init, view) for init in inits for view in (*VIEWS, "fused")}
+    probe = json.loads((analysis / "probe.json").read_text())
+    assert {(row["init"], row["view"]) for row in probe["rows"]} == {(init, view) for init in inits for view in VIEWS}
+    assert "CPC" in (analysis / "consistency.md").read_text()
+    index = json.loads((analysis / "figures" / "index.json").read_text())
+    sections = {entry["section"] for entry in index}
+    assert {"t-SNE (Fig. 3/8)", "Cosine similarities (Fig. 10)", "Per-class gains (Fig. 4)",
+            "Nearest neighbours (Fig. 11)", "Training curves"} <= sections
+    for entry in index:
+        assert (analysis / "figures" / entry["png"]).stat().st_size > 1000
+        assert (analysis / "figures" / entry["data"]).stat().st_size > 0
+
+    html = results / "report.html"
+    text = html.read_text()
+    for heading in ("The paper&#39;s tables", "Fine-tuning", "Nearest-neighbour retrieval", "Linear probe",
+                    "Class consistency", "Dataset", "Views of a few test videos"):
+        assert heading in text, heading
+    from tests.browser import check_page, chromium_executable
+    if chromium_executable() is None:
+        pytest.skip("no chromium here and none installable (needs root and apt-get): the page was not opened")
+    page = check_page(html, results / "report_screenshot.png")
+    # every figure of the index, and a contact sheet of each of the 3 classes' test videos
+    assert page.images == len(index) + 3 and page.broken == [] and page.console_errors == []
+    assert page.screenshot.stat().st_size > 10_000
+
+    # snakemake's own report gathers the same outputs, with their captions
+    run_snakemake(workdir, "results/tiny/report.html", "--configfile", str(config),
+                  "--report", str(workdir / "snakemake_report.zip"))
+    assert (workdir / "snakemake_report.zip").stat().st_size > 10_000
+
+
 def test_changing_a_finetune_setting_reruns_finetuning_and_tables_only(demo_run):
     workdir, config = demo_run
     targets = ("results/tiny/finetune.json", "results/tiny/paper.md")

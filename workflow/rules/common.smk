@@ -9,8 +9,9 @@ from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
 from cocon.config import check_training_inputs, load_dataset_config
 from cocon.data.datasets import DatasetError, assign_shards, check_training_split, list_videos
-from cocon.experiments import (INIT_PATTERN, VIEW_SET_PATTERN, ExperimentError, finetune_inits, paper_cells,
-                               parse_init, pretrained_path, pretraining_split, view_set_name)
+from cocon.experiments import (INIT_PATTERN, VIEW_SET_PATTERN, ExperimentError, analysis_inits, analysis_split,
+                               finetune_inits, paper_cells, parse_init, pretrained_path, pretraining_split,
+                               view_set_name)
 from cocon.guidance import conda_missing, datasets_needed, missing_locations, setup_paragraph
 from cocon.views.pose import backend_files
 
@@ -79,7 +80,7 @@ def check_training(dataset, split, stage, views):
 
 # keys that only say which runs to build: no stage's output depends on them
 PLANNING_KEYS = {"official_splits", "views", "paper"}
-STAGE_SECTIONS = {"frames", "flow", "pose", "seg", "pretrain", "finetune"}
+STAGE_SECTIONS = {"frames", "flow", "pose", "seg", "pretrain", "finetune", "analysis"}
 
 
 def dataset_params(dataset, *sections):
@@ -228,5 +229,68 @@ def paper_manifests(wildcards):
     return sorted({f"results/{cell.dataset}/manifest.tsv" for cell in cells(wildcards.dataset) if cell.run})
 
 
+def features_inputs(wildcards):
+    """A features job needs what a fine-tuning of the same (split, init, view) needs."""
+    return finetune_inputs(wildcards)
+
+
+def analysed_features(dataset, split):
+    """(init, view) -> the features file of every analysed initialisation and view."""
+    return {(init.name, view): f"results/{dataset}/split{split}/features/{init.name}/{view}.npz"
+            for init in analysis_inits(DATASETS[dataset]) for view in DATASETS[dataset]["views"]
+            if init.provides(view)}
+
+
+def check_analysis_split(wildcards):
+    expected = analysis_split(DATASETS[wildcards.dataset])
+    if int(wildcards.split) != expected:
+        raise ValueError(f"{config_file(wildcards.dataset)}: analysis.split: the analyses run on split {expected}, "
+                         f"not split {wildcards.split}")
+    check_split(wildcards.dataset, wildcards.split)
+
+
+def analysis_features(wildcards):
+    check_analysis_split(wildcards)
+    return sorted(analysed_features(wildcards.dataset, wildcards.split).values())
+
+
+def training_runs(dataset, split):
+    """Run name -> the output of every pretraining and fine-tuning whose curves the report
+    draws: the analysed initialisations' pretrainings and the split's fine-tunings."""
+    runs = {}
+    for init in analysis_inits(DATASETS[dataset]):
+        for view in DATASETS[dataset]["views"]:
+            path = _pretrained(dataset, split, init.name, view) if init.provides(view) else None
+            if path:
+                runs[f"pretrain {init.name}" if init.views else f"pretrain {init.name} {view}"] = path
+    for (init, view), entry in finetune_entries(dataset, split).items():
+        runs[f"finetune {init} {view}"] = entry["scores"].removesuffix(".scores.npz") + ".pt"
+    return runs
+
+
+def analyse_inputs(wildcards):
+    check_analysis_split(wildcards)
+    dataset = DATASETS[wildcards.dataset]
+    return {"features": analysis_features(wildcards),
+            "details": f"results/{wildcards.dataset}/split{wildcards.split}/finetune_details.json",
+            "frames": view_shard_paths(wildcards.dataset, ["rgb"] if "rgb" in dataset["views"] else []),
+            "runs": sorted(set(training_runs(wildcards.dataset, wildcards.split).values()))}
+
+
+def report_inputs(wildcards):
+    split = analysis_split(DATASETS[wildcards.dataset])
+    analysis = f"results/{wildcards.dataset}/split{split}/analysis"
+    return {"paper": f"results/{wildcards.dataset}/paper.md",
+            "finetune": f"results/{wildcards.dataset}/finetune.md",
+            "retrieval": f"{analysis}/retrieval.md",
+            "probe": f"{analysis}/probe.md",
+            "consistency": f"{analysis}/consistency.md",
+            "figures": f"{analysis}/figures",
+            "manifest": f"results/{wildcards.dataset}/manifest.tsv",
+            "views": f"results/{wildcards.dataset}/views.tsv",
+            "shards": view_shards(wildcards)}
+
+
 def all_targets():
-    return expand("results/{dataset}/{target}", dataset=config["targets"], target=["finetune.json", "paper.md"])
+    return expand("results/{dataset}/{target}", dataset=config["targets"],
+                  target=["finetune.json", "paper.md", "report.html"])

@@ -1,0 +1,385 @@
+"""The analyses of frozen features (cocon.analysis: retrieval, probe, consistency, figures) on
+hand-made FeatureSets whose answers are known."""
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+from matplotlib.image import imread
+
+from cocon.analysis.consistency import class_consistency, class_means, consistency_document, consistency_markdown, \
+    nearest_classes
+from cocon.analysis.features import ALIGNMENT_BLOCKS, FeatureSet
+from cocon.analysis.figures import alignment_heatmaps, nearest_neighbour_figure, per_class_gains, \
+    relative_similarities, same_class_pairs, similarity_histograms, training_curves, tsne_figure
+from cocon.analysis.probe import linear_probe, probe_document, probe_markdown, write_probe
+from cocon.analysis.retrieval import nearest_neighbours, normalized, recall_at_k, retrieval_document, \
+    retrieval_markdown, similarities, write_retrieval
+from cocon.train.history import write_metrics
+
+
+def feature_set(context, labels, roles, init="cocon", view="rgb", video_ids=None, blocks=None) -> FeatureSet:
+    """A FeatureSet of ``context`` ``[V, D]``; block features (of the test videos) default to
+    random ones."""
+    context = np.asarray(context, dtype=np.float32)
+    roles = np.asarray(roles)
+    video_ids = np.array(video_ids if video_ids is not None else [f"v{index:03d}" for index in range(len(labels))])
+    test_ids = video_ids[roles == "test"]
+    if blocks is None:
+        blocks = np.random.default_rng(0).normal(size=(len(test_ids), ALIGNMENT_BLOCKS, context.shape[1]))
+    return FeatureSet(init=init, view=view, split=1, video_ids=video_ids, labels=np.asarray(labels, dtype=int),
+                      roles=roles, context=context, windows=np.ones(len(labels), dtype=int),
+                      block_video_ids=test_ids, blocks=np.asarray(blocks, dtype=np.float32))
+
+
+def at_angles(degrees) -> np.ndarray:
+    radians = np.deg2rad(np.asarray(degrees, dtype=float))
+    return np.stack([np.cos(radians), np.sin(radians)], axis=1)
+
+
+def clustered(num_classes, per_class, roles_per_class, dim=16, spread=0.05, seed=0, **kwargs) -> FeatureSet:
+    """Videos of ``num_classes`` classes, ``per_class`` each, tightly around one random centre
+    per class; ``roles_per_class`` [per_class] roles, repeated for every class."""
+    generator = np.random.default_rng(seed)
+    centres = generator.normal(size=(num_classes, dim))
+    labels = np.repeat(np.arange(num_classes), per_class)
+    context = centres[labels] + spread * generator.normal(size=(len(labels), dim))
+    return feature_set(context, labels, list(roles_per_class) * num_classes, **kwargs)
+
+
+# ---------------------------------------------------------------- retrieval
+
+def test_recall_at_k_exact_ranks_and_gallery_too_small():
+    # Gallery labels [0, 1, 2, 3]; the queries' class comes at rank 1, 2, 3 and never.
+    similarity = np.array([[0.9, 0.5, 0.1, 0.0],
+                           [0.9, 0.5, 0.1, 0.0],
+                           [0.9, 0.8, 0.7, 0.1],
+                           [0.9, 0.8, 0.7, 0.1]])
+    recall = recall_at_k(similarity, np.array([0, 1, 2, 9]), np.array([0, 1, 2, 3]), ks=(1, 2, 3, 4, 10))
+    assert recall == {1: 0.25, 2: 0.5, 3: 0.75, 4: 0.75, 10: None}
+
+
+def test_recall_at_k_breaks_ties_by_gallery_order():
+    similarity = np.array([[0.5, 0.5], [0.5, 0.5]])
+    assert recall_at_k(similarity, np.array([1, 0]), np.array([0, 1]), ks=(1, 2)) == {1: 0.5, 2: 1.0}
+
+
+def test_recall_at_k_is_monotone():
+    features = clustered(5, 6, ["train"] * 3 + ["test"] * 3, spread=1.5)
+    queries, gallery = features.role("test"), features.role("train")
+    recall = recall_at_k(similarities(features.context[queries], features.context[gallery]),
+                         features.labels[queries], features.labels[gallery], ks=(1, 2, 5, 10, 15))
+    values = list(recall.values())
+    assert all(later >= earlier for earlier, later in zip(values, values[1:])), recall
+    assert values[-1] == 1.0  # every class is in the whole gallery
+
+
+def test_centring_removes_a_common_offset():
+    # Two classes in opposite directions around a large offset common to every video.
+    directions = np.array([[1.0, 0.0, 0.0], [-1.0, 0.0, 0.0], [0.9, 0.1, 0.0], [-0.9, -0.1, 0.0]])
+    context = 100.0 + directions
+    raw = context / np.linalg.norm(context, axis=1, keepdims=True)
+    assert np.all(raw @ raw.T > 0.999)  # without centring every pair looks the same
+    unit = normalized(context)
+    np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1.0, rtol=1e-6)
+    cosine = unit @ unit.T
+    assert cosine[0, 2] > 0.99 and cosine[1, 3] > 0.99 and cosine[0, 1] < -0.99
+    features = feature_set(context, [0, 1, 0, 1], ["train", "train", "test", "test"])
+    assert retrieval_document({("cocon", "rgb"): features}, ks=(1,))["rows"][0]["recall"] == {"1": 1.0}
+
+
+def two_view_case():
+    """Gallery at 0, 90, 180, 270 degrees (labels 0..3, one of them val); two queries whose
+    class comes second in both views but first once the views' cosines are summed."""
+    roles = ["train", "val", "train", "train", "test", "test"]
+    labels = [0, 1, 2, 3, 1, 3]
+    rgb = at_angles([0, 90, 180, 270, 40, 220])
+    flow = at_angles([0, 90, 180, 270, 140, 320])
+    return (feature_set(rgb, labels, roles, view="rgb"), feature_set(flow, labels, roles, view="flow"))
+
+
+def test_fused_retrieval_sums_the_views_similarities():
+    rgb, flow = two_view_case()
+    cpc = feature_set(rgb.context, rgb.labels, rgb.roles, init="cpc", view="rgb")
+    document = retrieval_document({("cocon", "rgb"): rgb, ("cocon", "flow"): flow, ("cpc", "rgb"): cpc}, ks=(1, 2, 5))
+    rows = document["rows"]
+    assert [(row["init"], row["view"]) for row in rows] == [("cocon", "rgb"), ("cocon", "flow"), ("cocon", "fused"),
+                                                             ("cpc", "rgb")]
+    assert rows[0]["recall"] == {"1": 0.0, "2": 1.0, "5": None}
+    assert rows[1]["recall"] == {"1": 0.0, "2": 1.0, "5": None}
+    assert rows[2]["recall"] == {"1": 1.0, "2": 1.0, "5": None}
+    assert (rows[2]["num_queries"], rows[2]["num_gallery"]) == (2, 4)
+    table = retrieval_markdown(document)
+    assert "| cocon | fused | 100.0 | 100.0 | — |" in table and "| cocon | rgb | 0.0 | 100.0 | — |" in table
+
+    neighbours = nearest_neighbours([rgb, flow], k=2)
+    assert [row["query"] for row in neighbours] == ["v004", "v005"]
+    first = neighbours[0]
+    assert first["query_label"] == 1 and [item["video_id"] for item in first["neighbours"]][0] == "v001"
+    assert first["neighbours"][0]["similarity"] == pytest.approx(2 * math.cos(math.radians(50)), abs=1e-5)
+    single = nearest_neighbours([rgb], k=10, queries=["v005"])
+    assert [item["label"] for item in single[0]["neighbours"]] == [2, 3, 1, 0]
+
+
+def test_retrieval_errors_name_the_features():
+    rgb, flow = two_view_case()
+    no_test = feature_set(rgb.context, rgb.labels, ["train"] * 6, init="cpc", view="seg")
+    with pytest.raises(ValueError, match=r"\(cpc, seg\).*no test video"):
+        retrieval_document({("cpc", "seg"): no_test})
+    no_gallery = feature_set(rgb.context, rgb.labels, ["test"] * 6, init="cpc", view="seg")
+    with pytest.raises(ValueError, match=r"\(cpc, seg\).*no train video"):
+        retrieval_document({("cpc", "seg"): no_gallery})
+    shuffled = feature_set(flow.context, flow.labels, flow.roles, view="flow", video_ids=flow.video_ids[::-1])
+    with pytest.raises(ValueError, match="init cocon: views rgb and flow"):
+        retrieval_document({("cocon", "rgb"): rgb, ("cocon", "flow"): shuffled})
+    with pytest.raises(ValueError, match="not test videos"):
+        nearest_neighbours([rgb], k=1, queries=["v000"])
+
+
+# ---------------------------------------------------------------- linear probe
+
+def test_linear_probe_separates_separable_classes():
+    features = clustered(3, 18, ["train"] * 10 + ["val"] * 3 + ["test"] * 5, dim=8)
+    result = linear_probe(features, cs=(0.1, 1.0))
+    assert result["top1"] == 1.0 and result["top5"] == 1.0 and result["top5_k"] == 3
+    assert result["C_selected_on"] == "val" and result["C"] == 0.1 and result["val_top1"] == 1.0
+    assert (result["num_train"], result["num_val"], result["num_test"]) == (30, 9, 15)
+    document = probe_document({("cocon", "rgb"): features}, cs=(0.1, 1.0))
+    assert document["rows"][0]["init"] == "cocon" and "| cocon | rgb | 0.1 | 100.0 | 100.0 | 100.0 (top-3) |" \
+        in probe_markdown(document)
+
+
+def test_linear_probe_on_random_labels_is_near_chance():
+    generator = np.random.default_rng(1)
+    count = 600
+    roles = np.where(np.arange(count) < 400, "train", "test")
+    features = feature_set(generator.normal(size=(count, 20)), generator.integers(0, 5, size=count), roles)
+    result = linear_probe(features, cs=(1.0,))
+    assert result["C_selected_on"] == "default" and result["val_top1"] is None
+    assert 0.1 < result["top1"] < 0.32, result
+    assert result["top5"] == 1.0  # five classes: the top 5 holds them all
+
+
+def test_linear_probe_counts_a_class_unseen_in_training_as_a_miss():
+    seen = clustered(4, 15, ["train"] * 10 + ["test"] * 5, dim=8)
+    # Class 3 has no train video: relabel its train videos as test videos of class 3.
+    roles = np.where((seen.labels == 3), "test", seen.roles)
+    features = feature_set(seen.context, seen.labels, roles)
+    result = linear_probe(features)
+    assert result["num_classes_seen"] == 3 and result["num_test"] == 30
+    assert result["top1"] == pytest.approx(15 / 30) and result["top5"] == pytest.approx(15 / 30)
+
+
+def test_linear_probe_needs_two_classes_to_train():
+    features = feature_set(np.eye(4), [0, 0, 1, 1], ["train", "train", "test", "test"], init="cpc", view="pose")
+    with pytest.raises(ValueError, match=r"\(cpc, pose\).*two classes"):
+        linear_probe(features)
+
+
+def test_write_retrieval_and_probe_from_features_files(tmp_path):
+    rgb, flow = two_view_case()
+    paths = [tmp_path / "rgb.npz", tmp_path / "flow.npz"]
+    rgb.save(paths[0])
+    flow.save(paths[1])
+    document = write_retrieval(paths, (1, 2), tmp_path / "retrieval.json", tmp_path / "retrieval.md")
+    assert json.loads((tmp_path / "retrieval.json").read_text()) == document
+    assert [row["view"] for row in document["rows"]] == ["rgb", "flow", "fused"]
+    assert document["rows"][2]["recall"] == {"1": 1.0, "2": 1.0}
+    assert "| cocon | fused | 100.0 | 100.0 |" in (tmp_path / "retrieval.md").read_text()
+    probe = write_probe(paths[:1], (1.0,), 0, tmp_path / "probe.json", tmp_path / "probe.md", threads=1)
+    assert json.loads((tmp_path / "probe.json").read_text()) == probe and probe["rows"][0]["num_test"] == 2
+    with pytest.raises(ValueError, match=r"a second features file of \(cocon, rgb\)"):
+        write_retrieval([paths[0], paths[0]], (1,), tmp_path / "x.json", tmp_path / "x.md")
+
+
+# ---------------------------------------------------------------- class consistency
+
+# Six classes on a circle in two views; with k = 2 the nearest classes agree fully for the
+# first three, partly for the last two and not at all for the fourth.
+CONSISTENCY_LABELS = np.array([3, 5, 7, 8, 10, 12])
+VIEW_ONE = at_angles([0, 10, 25, 90, 100, 120]) * np.array([[1.0], [2.0], [0.5], [3.0], [1.0], [4.0]])
+VIEW_TWO = at_angles([0, 40, 10, 300, 100, 130])
+
+
+def test_nearest_classes_exclude_themselves_and_break_ties_in_order():
+    np.testing.assert_array_equal(nearest_classes(VIEW_ONE, 2), [[1, 2], [0, 2], [1, 0], [4, 5], [3, 5], [4, 3]])
+    np.testing.assert_array_equal(nearest_classes(np.ones((4, 3)), 3), [[1, 2, 3], [0, 2, 3], [0, 1, 3], [0, 1, 2]])
+    with pytest.raises(ValueError, match="k = 6"):
+        nearest_classes(VIEW_ONE, 6)
+
+
+def test_class_consistency_known_answer():
+    result = class_consistency({"rgb": VIEW_ONE, "flow": VIEW_TWO}, CONSISTENCY_LABELS, k=2)
+    assert result["views"] == ["rgb", "flow"]
+    assert result["per_class"] == {3: [5, 7], 5: [3, 7], 7: [5, 3], 8: [], 10: [12], 12: [10]}
+    assert result["at_least"] == {1: 5, 2: 3}
+    assert result["fully_consistent"] == 3
+    alone = class_consistency({"rgb": VIEW_ONE}, CONSISTENCY_LABELS, k=2)
+    assert alone["at_least"] == {1: 6, 2: 6}
+
+
+def test_consistency_document_compares_cpc_on_the_joint_views():
+    names = [f"class{index}" for index in range(6)]
+    joint_rgb = clustered(6, 4, ["train", "test", "test", "test"], seed=2)
+    # Identical views: every class is fully consistent with itself.
+    joint = {"rgb": joint_rgb, "flow": feature_set(joint_rgb.context, joint_rgb.labels, joint_rgb.roles, view="flow")}
+    cpc_rgb = clustered(6, 4, ["train", "test", "test", "test"], seed=3, init="cpc")
+    flow_roles = np.where(joint_rgb.labels == 5, "train", joint_rgb.roles)  # class 5 has no test video in CPC flow
+    cpc_flow = feature_set(clustered(6, 4, ["test"] * 4, seed=4).context, joint_rgb.labels, flow_roles, init="cpc",
+                           view="flow")
+    document = consistency_document({"rgb": cpc_rgb, "flow": cpc_flow, "pose": cpc_rgb}, {"cocon/rgb+flow": joint},
+                                    names, k=2)
+    entry = document["inits"][0]
+    assert entry["views"] == ["rgb", "flow"] and entry["num_classes"] == 5
+    assert entry["joint"]["at_least"] == {"1": 5, "2": 5} and entry["joint"]["fully_consistent"] == 5
+    assert "class5" not in entry["joint"]["per_class"]
+    shared = np.arange(5)
+    by_view = {}
+    for view, features in (("rgb", cpc_rgb), ("flow", cpc_flow)):
+        labels, means = class_means(features)
+        by_view[view] = means[np.isin(labels, shared)]
+    expected = class_consistency(by_view, shared, k=2)
+    assert entry["cpc"]["per_class"] == {names[label]: [names[other] for other in agreed]
+                                         for label, agreed in expected["per_class"].items()}
+    table = consistency_markdown(document)
+    assert "| at least 2 | " + str(expected["at_least"][2]) + " | 5 |" in table
+    class_rows = [line for line in table.splitlines() if line.startswith("| class")]
+    assert len(class_rows) == 1 + 5  # the header, and every class: each has consistent neighbours in the joint init
+    with pytest.raises(ValueError, match=r"no CPC features of view\(s\) \['flow'\]"):
+        consistency_document({"rgb": cpc_rgb}, {"cocon/rgb+flow": joint}, names, k=2)
+
+
+# ---------------------------------------------------------------- figures
+
+TINY_NAMES = ["Archery", "Bowling", "Diving", "Fencing", "Surfing"]
+
+
+@pytest.fixture(scope="module")
+def tiny() -> FeatureSet:
+    """5 classes, 2 train and 2 test videos each."""
+    return clustered(5, 4, ["train", "train", "test", "test"], spread=0.3)
+
+
+def assert_image(path):
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    pixels = imread(path)
+    assert pixels.ndim == 3 and len(np.unique(pixels.reshape(-1, pixels.shape[-1]), axis=0)) > 1
+
+
+def read_csv(path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_tsne_figure_tiny_with_groups_and_large_without(tiny, tmp_path):
+    other = clustered(5, 4, ["train", "train", "test", "test"], spread=0.3, seed=7, init="cpc")
+    summary = tsne_figure({"CPC": other, "CoCon": tiny}, TINY_NAMES, tmp_path / "tsne.png", tmp_path / "tsne.csv",
+                          groups={"sports": [0, 1, 3], "water": [2, 4]})
+    assert summary == {"CPC": 10, "CoCon": 10}
+    assert_image(tmp_path / "tsne.png")
+    rows = read_csv(tmp_path / "tsne.csv")
+    assert list(rows[0]) == ["panel", "video_id", "label", "class", "x", "y"] and len(rows) == 20
+    assert {row["class"] for row in rows} == set(TINY_NAMES)
+
+    large = clustered(20, 6, ["train"] + ["test"] * 5, spread=0.5)
+    names = [f"class{index}" for index in range(20)]
+    assert tsne_figure({"CoCon": large}, names, tmp_path / "large.png", tmp_path / "large.csv") == {"CoCon": 100}
+    assert_image(tmp_path / "large.png")
+    subset = tsne_figure({"CoCon": large}, names, tmp_path / "subset.png", tmp_path / "subset.csv", classes=[1, 2, 3])
+    assert subset == {"CoCon": 15}
+
+
+def test_similarity_histograms_auc_and_counts(tiny, tmp_path):
+    scrambled = feature_set(np.random.default_rng(5).normal(size=tiny.context.shape), tiny.labels, tiny.roles)
+    aucs = similarity_histograms({"CoCon": tiny, "random": scrambled}, tmp_path / "hist.png", tmp_path / "hist.json")
+    assert aucs["CoCon"] == 1.0 and aucs["random"] < 1.0
+    assert_image(tmp_path / "hist.png")
+    data = json.loads((tmp_path / "hist.json").read_text())
+    assert (data["CoCon"]["same_pairs"], data["CoCon"]["other_pairs"]) == (5, 40)  # 10 test videos: 45 pairs
+    assert sum(data["CoCon"]["same_counts"]) == 5 and sum(data["CoCon"]["other_counts"]) == 40
+    assert len(data["CoCon"]["bin_edges"]) == 51 and data["CoCon"]["same_mean"] > data["CoCon"]["other_mean"]
+
+
+def test_per_class_gains(tmp_path):
+    baseline = {"Archery": 0.5, "Bowling": 0.5, "Diving": 0.9, "Fencing": 0.2, "Surfing": 0.6, "Yoyo": 0.1}
+    improved = {"Archery": 0.75, "Bowling": 0.5, "Diving": 0.7, "Fencing": 0.6, "Surfing": 0.55}
+    summary = per_class_gains(baseline, improved, tmp_path / "gains.png", tmp_path / "gains.csv", extremes=2)
+    assert summary["classes"] == 5 and (summary["gains"], summary["losses"], summary["unchanged"]) == (2, 2, 1)
+    assert summary["mean_gain"] == pytest.approx((0.25 + 0.0 - 0.2 + 0.4 - 0.05) / 5)
+    assert_image(tmp_path / "gains.png")
+    rows = read_csv(tmp_path / "gains.csv")
+    assert [row["class"] for row in rows] == ["Fencing", "Archery", "Bowling", "Surfing", "Diving"]
+    assert float(rows[0]["gain"]) == pytest.approx(0.4) and float(rows[0]["baseline"]) == 0.2
+
+
+def test_relative_similarities_per_row():
+    similarity = np.array([[0.2, 0.4, 0.6], [0.5, 0.5, 0.5]])
+    np.testing.assert_allclose(relative_similarities(similarity), [[0.0, 0.5, 1.0], [0.0, 0.0, 0.0]])
+
+
+def test_alignment_heatmaps_and_same_class_pairs(tiny, tmp_path):
+    pairs = same_class_pairs(tiny, 3, seed=0)
+    assert len(pairs) == 3 and pairs == same_class_pairs(tiny, 3, seed=0)
+    label_of = dict(zip(tiny.video_ids.tolist(), tiny.labels.tolist()))
+    assert all(first != second and label_of[first] == label_of[second] for first, second in pairs)
+    assert len({label_of[first] for first, _ in pairs}) == 3  # from different classes first
+    assert len(same_class_pairs(tiny, 10)) == 5  # two test videos per class: one pair each
+
+    summary = alignment_heatmaps(tiny, pairs, TINY_NAMES, tmp_path / "align.png", tmp_path / "align.json", sigma=0)
+    assert summary == {"pairs": 3}
+    assert_image(tmp_path / "align.png")
+    data = json.loads((tmp_path / "align.json").read_text())
+    entry = data["pairs"][0]
+    first, second = (list(tiny.block_video_ids).index(video_id) for video_id in pairs[0])
+    blocks_a, blocks_b = tiny.blocks[first], tiny.blocks[second]
+    expected = (blocks_a / np.linalg.norm(blocks_a, axis=1, keepdims=True)) @ \
+        (blocks_b / np.linalg.norm(blocks_b, axis=1, keepdims=True)).T
+    np.testing.assert_allclose(entry["cosine"], expected, atol=1e-5)
+    np.testing.assert_allclose(entry["displayed"], relative_similarities(np.array(entry["cosine"])))
+    assert np.array(entry["displayed"]).shape == (18, 18) and entry["first_class"] == TINY_NAMES[label_of[pairs[0][0]]]
+
+    alignment_heatmaps(tiny, pairs[:1], TINY_NAMES, tmp_path / "smooth.png", tmp_path / "smooth.json")
+    smoothed = np.array(json.loads((tmp_path / "smooth.json").read_text())["pairs"][0]["displayed"])
+    assert smoothed.std() < np.array(entry["displayed"]).std()
+    with pytest.raises(ValueError, match="no block features for \\['v000'\\]"):
+        alignment_heatmaps(tiny, [("v000", "v002")], TINY_NAMES, tmp_path / "x.png", tmp_path / "x.json")
+
+
+def test_nearest_neighbour_figure(tiny, tmp_path):
+    rows = nearest_neighbours([tiny], k=3, queries=["v002", "v007"])
+
+    def frame(video_id):
+        shade = int(video_id[1:]) * 12
+        image = np.zeros((24, 32, 3), dtype=np.uint8)
+        image[:, :16] = shade
+        image[:, 16:, 1] = 255 - shade
+        return image
+
+    summary = nearest_neighbour_figure(rows, frame, TINY_NAMES, tmp_path / "nn.png", tmp_path / "nn.json")
+    assert summary["queries"] == 2 and summary["neighbours"] == 6 and summary["same_class"] >= 2
+    assert_image(tmp_path / "nn.png")
+    data = json.loads((tmp_path / "nn.json").read_text())
+    assert data[0]["query"] == "v002" and data[0]["query_class"] == TINY_NAMES[0]
+    assert data[0]["neighbours"][0]["class"] == TINY_NAMES[data[0]["neighbours"][0]["label"]]
+
+
+def test_training_curves_of_pretraining_and_finetuning(tmp_path):
+    pretrain, finetune = tmp_path / "pretrain" / "metrics.csv", tmp_path / "finetune" / "metrics.csv"
+    pretrain.parent.mkdir()
+    finetune.parent.mkdir()
+    write_metrics(pretrain, [{"epoch": epoch, "lr": 1e-3, "loss": 5.0 - epoch, "cpc/rgb": 2.0, "top1/rgb": 0.1 * epoch,
+                              "val_loss": 5.5 - epoch, "val_top1/rgb": 0.05 * epoch, "seconds": 3.0,
+                              "clips_per_s": 10.0, "val_seconds": 0.5} for epoch in range(3)])
+    write_metrics(finetune, [{"epoch": epoch, "lr": 1e-3 / (epoch + 1), "loss": 2.0 / (epoch + 1),
+                              "train_top1": 0.2 * epoch, "val_top1": 0.1 * epoch, "seconds": 4.0} for epoch in range(4)])
+    summary = training_curves({"cocon": pretrain, "finetune rgb": finetune}, tmp_path / "curves.png",
+                              tmp_path / "curves.csv")
+    assert summary == {"cocon": 3, "finetune rgb": 4}
+    assert_image(tmp_path / "curves.png")
+    rows = read_csv(tmp_path / "curves.csv")
+    assert list(rows[0]) == ["run", "epoch", "metric", "value"]
+    assert len(rows) == 3 * 9 + 4 * 5
+    assert {"run": "finetune rgb", "epoch": "3", "metric": "val_top1", "value": str(0.1 * 3)} in rows
+    with pytest.raises(FileNotFoundError, match="missing/metrics.csv"):
+        training_curves({"gone": tmp_path / "missing" / "metrics.csv"}, tmp_path / "x.png", tmp_path / "x.csv")
