@@ -44,9 +44,9 @@ def stage_seconds(benchmarks: Path) -> dict[str, float]:
     """Wall seconds per stage over the dataset's Snakemake benchmark files."""
     totals: dict[str, float] = {}
     for path in benchmarks.rglob("*.tsv"):
-        relative = path.relative_to(benchmarks).parts
-        stage = next((part for part in relative if part in ANALYSIS_STAGES),
-                     relative[1] if relative[0].startswith("split") and len(relative) > 1 else path.stem)
+        # <stage>.tsv, <stage>/<shard>.tsv, split<k>/<stage>.tsv or split<k>/<stage>/...
+        parts = [part.removesuffix(".tsv") for part in path.relative_to(benchmarks).parts]
+        stage = parts[1] if parts[0].startswith("split") else parts[0]
         with open(path) as handle:
             rows = list(csv.DictReader(handle, delimiter="\t"))
         totals[stage] = totals.get(stage, 0.0) + sum(float(row["s"]) for row in rows)

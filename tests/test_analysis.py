@@ -13,6 +13,7 @@ from cocon.analysis.consistency import class_consistency, class_means, consisten
 from cocon.analysis.features import ALIGNMENT_BLOCKS, FeatureSet
 from cocon.analysis.figures import alignment_heatmaps, nearest_neighbour_figure, per_class_gains, \
     relative_similarities, same_class_pairs, similarity_histograms, training_curves, tsne_figure
+from cocon.analysis import retrieval
 from cocon.analysis.probe import linear_probe, probe_document, probe_markdown, write_probe
 from cocon.analysis.retrieval import nearest_neighbours, normalized, recall_at_k, retrieval_document, \
     retrieval_markdown, similarities, write_retrieval
@@ -73,6 +74,22 @@ def test_recall_at_k_is_monotone():
     values = list(recall.values())
     assert all(later >= earlier for earlier, later in zip(values, values[1:])), recall
     assert values[-1] == 1.0  # every class is in the whole gallery
+
+
+def test_first_match_ranks_agree_with_a_full_stable_sort_and_chunks_change_nothing(monkeypatch):
+    generator = np.random.default_rng(3)
+    # coarse similarities: many ties, which the stable ranking breaks by gallery order
+    similarity = generator.integers(0, 4, size=(40, 30)).astype(float)
+    query_labels, gallery_labels = generator.integers(0, 6, 40), generator.integers(0, 5, 30)
+    order = np.argsort(-similarity, axis=1, kind="stable")
+    matches = gallery_labels[order] == query_labels[:, None]
+    expected = np.where(matches.any(axis=1), matches.argmax(axis=1), 30)
+    np.testing.assert_array_equal(retrieval.first_match_ranks(similarity, query_labels, gallery_labels), expected)
+
+    features = clustered(5, 8, ["train"] * 5 + ["test"] * 3, spread=0.8, seed=1)
+    whole = retrieval_document({("cocon", "rgb"): features})
+    monkeypatch.setattr(retrieval, "QUERY_CHUNK", 4)
+    assert retrieval_document({("cocon", "rgb"): features}) == whole
 
 
 def test_centring_removes_a_common_offset():
@@ -179,17 +196,19 @@ def test_linear_probe_needs_two_classes_to_train():
 
 def test_write_retrieval_and_probe_from_features_files(tmp_path):
     rgb, flow = two_view_case()
+    rgb.init = flow.init = "ucf101/cocon/rgb+flow"
     paths = [tmp_path / "rgb.npz", tmp_path / "flow.npz"]
     rgb.save(paths[0])
     flow.save(paths[1])
-    document = write_retrieval(paths, (1, 2), tmp_path / "retrieval.json", tmp_path / "retrieval.md")
+    # given flow first, the rows still come in the results tables' view order
+    document = write_retrieval(paths[::-1], (1, 2), tmp_path / "retrieval.json", tmp_path / "retrieval.md")
     assert json.loads((tmp_path / "retrieval.json").read_text()) == document
     assert [row["view"] for row in document["rows"]] == ["rgb", "flow", "fused"]
     assert document["rows"][2]["recall"] == {"1": 1.0, "2": 1.0}
-    assert "| cocon | fused | 100.0 | 100.0 |" in (tmp_path / "retrieval.md").read_text()
+    assert "| ucf101/cocon/rgb+flow | fused | 100.0 | 100.0 |" in (tmp_path / "retrieval.md").read_text()
     probe = write_probe(paths[:1], (1.0,), 0, tmp_path / "probe.json", tmp_path / "probe.md", threads=1)
     assert json.loads((tmp_path / "probe.json").read_text()) == probe and probe["rows"][0]["num_test"] == 2
-    with pytest.raises(ValueError, match=r"a second features file of \(cocon, rgb\)"):
+    with pytest.raises(ValueError, match=r"a second features file of \(ucf101/cocon/rgb\+flow, rgb\)"):
         write_retrieval([paths[0], paths[0]], (1,), tmp_path / "x.json", tmp_path / "x.md")
 
 

@@ -210,15 +210,19 @@ def test_demo_report_holds_every_analysis_and_loads_in_chromium(demo_run):
     assert {(row["init"], row["view"]) for row in probe["rows"]} == {(init, view) for init in inits for view in VIEWS}
     assert "CPC" in (analysis / "consistency.md").read_text()
     index = json.loads((analysis / "figures" / "index.json").read_text())
-    sections = {entry["section"] for entry in index}
-    assert {"t-SNE (Fig. 3/8)", "Cosine similarities (Fig. 10)", "Per-class gains (Fig. 4)",
-            "Nearest neighbours (Fig. 11)", "Training curves"} <= sections
-    for entry in index:
+    drawn = [entry for entry in index if entry["png"]]
+    assert {entry["section"] for entry in drawn} == {"t-SNE (Fig. 3/8)", "Cosine similarities (Fig. 10)",
+                                                     "Per-class gains (Fig. 4)", "Nearest neighbours (Fig. 11)",
+                                                     "Training curves"}
+    # one test video per class: no same-class pair to align, and the report says so in the figure's place
+    assert {entry["section"] for entry in index if not entry["png"]} == {"Soft alignment (Fig. 5/9)"}
+    for entry in drawn:
         assert (analysis / "figures" / entry["png"]).stat().st_size > 1000
         assert (analysis / "figures" / entry["data"]).stat().st_size > 0
 
     html = results / "report.html"
     text = html.read_text()
+    assert "no two of the 3 test videos share a class" in text
     for heading in ("The paper&#39;s tables", "Fine-tuning", "Nearest-neighbour retrieval", "Linear probe",
                     "Class consistency", "Dataset", "Views of a few test videos"):
         assert heading in text, heading
@@ -227,7 +231,7 @@ def test_demo_report_holds_every_analysis_and_loads_in_chromium(demo_run):
         pytest.skip("no chromium here and none installable (needs root and apt-get): the page was not opened")
     page = check_page(html, results / "report_screenshot.png")
     # every figure of the index, and a contact sheet of each of the 3 classes' test videos
-    assert page.images == len(index) + 3 and page.broken == [] and page.console_errors == []
+    assert page.images == len(drawn) + 3 and page.broken == [] and page.console_errors == []
     assert page.screenshot.stat().st_size > 10_000
 
     # snakemake's own report gathers the same outputs, with their captions
@@ -292,9 +296,32 @@ def test_real_clips_in_official_layouts(tmp_path, ucf_splits, hmdb_splits, video
         shard_size: 1000
         frames: {{short_side: 48}}
         flow: {{method: farneback}}
+        finetune: {{pretrained_on: ucf}}
+        analysis: {{inits: [cpc, cocon]}}
     """)
     config = workflow_config(tmp_path, {"ucf": "ucf.yaml", "hmdb": "hmdb.yaml"}, ["ucf", "hmdb"])
-    run_snakemake(tmp_path, "results/hmdb/views.tsv", "results/ucf/finetune.json", "--configfile", str(config))
+    # every analysis on UCF101's split 3; retrieval and the probe on HMDB51 with the UCF101 encoders
+    ucf_analysis, hmdb_analysis = "results/ucf/split3/analysis", "results/hmdb/split1/analysis"
+    run_snakemake(tmp_path, "results/hmdb/views.tsv", "results/ucf/finetune.json", f"{ucf_analysis}/retrieval.json",
+                  f"{ucf_analysis}/probe.json", f"{ucf_analysis}/consistency.md", f"{hmdb_analysis}/retrieval.json",
+                  f"{hmdb_analysis}/probe.json", "--configfile", str(config))
+    for analysis, queries, gallery in ((ucf_analysis, 1, 4), (hmdb_analysis, 1, 2)):
+        retrieval = json.loads((tmp_path / analysis / "retrieval.json").read_text())
+        assert {(row["num_queries"], row["num_gallery"]) for row in retrieval["rows"]} == {(queries, gallery)}
+        # one query: R@k is 0 or 1, and 1 once k covers the gallery's same-class video (if any)
+        assert all(value in (0.0, 1.0, None) for row in retrieval["rows"] for value in row["recall"].values())
+        probe = json.loads((tmp_path / analysis / "probe.json").read_text())
+        assert all(0 <= row["top1"] <= row["top5"] <= 1 for row in probe["rows"])
+    hmdb_rows = json.loads((tmp_path / hmdb_analysis / "retrieval.json").read_text())["rows"]
+    assert {row["init"] for row in hmdb_rows} == {"ucf/cpc", f"ucf/cocon/{FOUR}"}
+    # the only test class (PlayingGuitar) has nothing to be consistent with, and says so
+    assert "only 1 class has test videos" in (tmp_path / ucf_analysis / "consistency.md").read_text()
+    index = json.loads((tmp_path / ucf_analysis / "figures" / "index.json").read_text())
+    drawn = {entry["section"] for entry in index if entry["png"]}
+    assert {"Per-class gains (Fig. 4)", "Nearest neighbours (Fig. 11)", "Training curves"} <= drawn
+    skipped = {entry["section"]: entry["caption"] for entry in index if not entry["png"]}
+    assert skipped["t-SNE (Fig. 3/8)"].startswith("not drawn: 1 test videos")
+    assert skipped["Soft alignment (Fig. 5/9)"] == "not drawn: no two of the 1 test videos share a class"
     _, state = load_pretrained(tmp_path / "results" / "ucf" / "split3" / "pretrain" / "cocon" / FOUR / "joint.pt",
                                "rgb")
     assert state["dataset"] == "ucf" and state["split"] == 3 and len(state["history"]) == 1
@@ -393,6 +420,12 @@ def test_ucf101_paper_dry_run_plans_the_full_protocol(tmp_path, ucf_splits, hmdb
     # UCF101: 4 views x 3 splits of CPC, Kinetics rgb and flow; joint: 4 on split 1, one per other split, K400's
     assert jobs["pretrain_cpc"] == 14 and jobs["pretrain_cocon"] == 7
     assert jobs["paper"] == 1 and jobs["total"] <= 2500
+
+    # report.html adds the analyses of split 1 (the paper's): 3 initialisations x 4 views of features
+    plan = run_snakemake(tmp_path, "results/ucf101/report.html", "--configfile", str(config), "-n")
+    report_jobs = planned_jobs(plan.stdout)
+    assert report_jobs["features"] == 12 and "results/ucf101/split2/features" not in plan.stdout
+    assert all(report_jobs[rule] == 1 for rule in ("retrieval", "probe", "analyse", "report", "finetune_splits"))
 
 
 def test_kinetics_plans_no_pose_or_seg_job(tmp_path, ucf_splits, hmdb_splits):

@@ -206,7 +206,10 @@ def run_analyses(job: AnalyseJob) -> None:
         if unknown:
             raise ValueError(f"analysis.alignment_pairs: {', '.join(unknown)} are not test videos of split {job.split}")
         stem = f"alignment_{init.replace('/', '_')}_{first_view}"
-        if pairs:
+        if not pairs:
+            index.skip("Soft alignment (Fig. 5/9)", f"Soft alignment, {init_label(init)}, {first_view}",
+                       f"not drawn: no two of the {test_count} test videos share a class")
+        else:
             png, data = index.paths(stem, ".json")
             figures.alignment_heatmaps(features, pairs, class_names, png, data, sigma=settings["alignment_sigma"])
             index.add("Soft alignment (Fig. 5/9)", stem, ".json", f"Soft alignment, {init_label(init)}, {first_view}",

@@ -45,18 +45,20 @@ def linear_probe(fs: FeatureSet, cs=DEFAULT_CS, seed: int = 0) -> dict:
     Returns ``{"top1", "top5", "top5_k", "C", "C_selected_on": "val" | "default", "val_top1",
     "val_top1_by_C": {str(C): top-1}, "num_train", "num_val", "num_test", "num_classes_seen"}``:
     accuracies in [0, 1] on the test videos; ``top5_k`` = min(5, classes seen in training);
-    without val videos C is 1.0 and val_top1 None."""
+    without val videos (or with a train part of one class) C is 1.0 and val_top1 None."""
     name = f"({fs.init}, {fs.view})"
     train, val, test = fs.role("train"), fs.role("val"), fs.role("test")
     if not test.any():
         raise ValueError(f"{name}: no test video to score the linear probe on")
-    if len(np.unique(fs.labels[train])) < 2:
+    fitted = train | val
+    if len(np.unique(fs.labels[fitted])) < 2:
         raise ValueError(f"{name}: the linear probe needs train videos of at least two classes, "
-                         f"found {len(np.unique(fs.labels[train]))}")
+                         f"found {len(np.unique(fs.labels[fitted]))}")
     if not cs:
         raise ValueError(f"{name}: no value of C to try")
     val_top1_by_c: dict[str, float] = {}
-    if val.any():
+    # choosing C needs validation videos and a train part (without them) of two classes or more
+    if val.any() and len(np.unique(fs.labels[train])) >= 2:
         for c in cs:
             probe = _fit(fs.context[train], fs.labels[train], c, seed)
             val_top1_by_c[str(c)] = float(np.mean(probe.predict(fs.context[val]) == fs.labels[val]))
@@ -65,7 +67,6 @@ def linear_probe(fs: FeatureSet, cs=DEFAULT_CS, seed: int = 0) -> dict:
         selected_on = "val"
     else:
         chosen, selected_on = DEFAULT_C, "default"
-    fitted = train | val
     probe = _fit(fs.context[fitted], fs.labels[fitted], chosen, seed)
     k = min(TOP_K, len(probe.classes_))
     return {"top1": top_k_accuracy(probe, fs.context[test], fs.labels[test], 1),

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from cocon.analysis.features import FeatureSet
+from cocon.experiments import VIEW_ORDER
+from cocon.train.evaluate import init_order
 
 DEFAULT_KS = (1, 5, 10, 20, 50)
 QUERY_ROLES = ("test",)
@@ -46,18 +48,33 @@ def ranking(similarity: np.ndarray) -> np.ndarray:
     return np.argsort(-similarity, axis=1, kind="stable")
 
 
+def first_match_ranks(similarity: np.ndarray, query_labels: np.ndarray, gallery_labels: np.ndarray) -> np.ndarray:
+    """Per query (row of ``similarity`` ``[Q, G]``), the rank in ``ranking`` order of its first
+    same-class gallery item, G where there is none ``[Q]``. Counted without sorting (the items
+    more similar than the best same-class one, and its ties of lower index), so that a chunk
+    of queries against a Kinetics-size gallery needs no [Q, G] index array."""
+    queries, gallery = similarity.shape
+    assert query_labels.shape == (queries,) and gallery_labels.shape == (gallery,), \
+        (similarity.shape, query_labels.shape, gallery_labels.shape)
+    same = gallery_labels[None, :] == query_labels[:, None]  # [Q, G]
+    same_class = np.where(same, similarity, -np.inf)
+    best_index = same_class.argmax(axis=1)  # the lowest index among equal maxima, as the stable ranking has it
+    best = same_class[np.arange(queries), best_index][:, None]
+    ahead = (similarity > best) | ((similarity == best) & (np.arange(gallery)[None, :] < best_index[:, None]))
+    return np.where(same.any(axis=1), ahead.sum(axis=1), gallery)
+
+
+def recall_from_ranks(ranks: np.ndarray, gallery: int, ks=DEFAULT_KS) -> dict[int, float | None]:
+    """R@k from first_match_ranks; None where k exceeds the gallery size (R@k would be undefined, not 1)."""
+    return {int(k): (float(np.mean(ranks < k)) if k <= gallery else None) for k in ks}
+
+
 def recall_at_k(similarity: np.ndarray, query_labels: np.ndarray, gallery_labels: np.ndarray,
                 ks=DEFAULT_KS) -> dict[int, float | None]:
     """R@k for each k of ``ks``: the share of queries (rows of ``similarity`` ``[Q, G]``) with
     at least one gallery item of their label among their k most similar; None where k
-    exceeds the gallery size G (R@k would be undefined, not 1)."""
-    queries, gallery = similarity.shape
-    assert query_labels.shape == (queries,) and gallery_labels.shape == (gallery,), \
-        (similarity.shape, query_labels.shape, gallery_labels.shape)
-    matches = gallery_labels[ranking(similarity)] == query_labels[:, None]  # [Q, G]
-    # Rank of the first same-class gallery item; G where there is none.
-    first_match = np.where(matches.any(axis=1), matches.argmax(axis=1), gallery)
-    return {int(k): (float(np.mean(first_match < k)) if k <= gallery else None) for k in ks}
+    exceeds the gallery size G."""
+    return recall_from_ranks(first_match_ranks(similarity, query_labels, gallery_labels), similarity.shape[1], ks)
 
 
 def _split_roles(features: FeatureSet) -> tuple[np.ndarray, np.ndarray]:
@@ -91,10 +108,23 @@ def summed_similarities(feature_sets: list[FeatureSet]) -> tuple[np.ndarray, Fea
     return total, first
 
 
+# queries scored at once: a chunk's [chunk, G] similarities stay small for a Kinetics-size gallery
+QUERY_CHUNK = 512
+
+
 def _retrieval_row(init: str, view: str, members: list[FeatureSet], ks) -> dict:
-    similarity, first = summed_similarities(members)
+    first = members[0]
+    _check_same_videos(init, members)
     queries, gallery = _split_roles(first)
-    recall = recall_at_k(similarity, first.labels[queries], first.labels[gallery], ks)
+    normalized_views = [(normalized(features.context[queries]), normalized(features.context[gallery]))
+                        for features in members]
+    query_labels, gallery_labels = first.labels[queries], first.labels[gallery]
+    ranks = []
+    for start in range(0, int(queries.sum()), QUERY_CHUNK):
+        chunk = slice(start, start + QUERY_CHUNK)
+        similarity = sum(query[chunk] @ gallery_features.T for query, gallery_features in normalized_views)
+        ranks.append(first_match_ranks(similarity, query_labels[chunk], gallery_labels))
+    recall = recall_from_ranks(np.concatenate(ranks), int(gallery.sum()), ks)
     return {"init": init, "view": view, "recall": {str(k): value for k, value in recall.items()},
             "num_queries": int(queries.sum()), "num_gallery": int(gallery.sum())}
 
@@ -134,7 +164,8 @@ def retrieval_markdown(document: dict) -> str:
 
 
 def load_feature_sets(paths: list[str | os.PathLike]) -> dict[tuple[str, str], FeatureSet]:
-    """The FeatureSets of ``paths`` keyed by their (init, view), in the order of ``paths``."""
+    """The FeatureSets of ``paths`` keyed by their (init, view), in the order of the results
+    tables: random, CPC, the joint methods (fewer views first), each in the view order."""
     feature_sets: dict[tuple[str, str], FeatureSet] = {}
     for path in paths:
         features = FeatureSet.load(path)
@@ -142,7 +173,7 @@ def load_feature_sets(paths: list[str | os.PathLike]) -> dict[tuple[str, str], F
         if key in feature_sets:
             raise ValueError(f"{path}: a second features file of ({features.init}, {features.view})")
         feature_sets[key] = features
-    return feature_sets
+    return dict(sorted(feature_sets.items(), key=lambda item: (init_order(item[0][0]), VIEW_ORDER.index(item[0][1]))))
 
 
 def write_document(document: dict, markdown: str, json_path: str | os.PathLike,

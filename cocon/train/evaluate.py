@@ -18,7 +18,7 @@ ROW_NAMES = {"random": "Random", "cpc": "CPC", "cocon": "CoCon", "cpc+sim": "CPC
 VIEW_COLUMNS = ["rgb", "flow", "pose", "seg", "ensemble"]
 
 
-def _init_order(name: str) -> tuple:
+def init_order(name: str) -> tuple:
     """Rows in the paper's order: random, CPC, then the joint methods, fewer views first."""
     init = parse_init(name)
     return list(ROW_NAMES).index(init.method), len(init.views), name
@@ -57,12 +57,12 @@ def build_report(dataset: dict, split: int, manifest_path, entries: dict[tuple[s
                 "top1_std": 0.0, "top5_std": 0.0,
                 "per_split": [{"split": split, "top1": metrics["top1"], "top5": metrics["top5"]}], **fields}
 
-    for (init, view), data in sorted(loaded.items(), key=lambda item: (_init_order(item[0][0]), item[0][1])):
+    for (init, view), data in sorted(loaded.items(), key=lambda item: (init_order(item[0][0]), item[0][1])):
         metrics = _metrics(data["scores"], data["labels"], num_classes)
         details[f"{init}/{view}"] = {"per_class_top1": metrics["per_class"], "confusion": metrics["confusion"]}
         results.append(row(init, view, metrics, num_test_videos=int(len(data["labels"])),
                            num_test_windows=int(data["windows"]), checkpoint=entries[(init, view)]["checkpoint"]))
-    for init in sorted({init for init, _ in loaded}, key=_init_order):
+    for init in sorted({init for init, _ in loaded}, key=init_order):
         views = [view for view in VIEW_ORDER if (init, view) in loaded]
         fused, labels = fuse({view: loaded[(init, view)] for view in views},
                              dataset["finetune"]["ensemble_weights"], init)

@@ -230,8 +230,11 @@ def paper_manifests(wildcards):
 
 
 def features_inputs(wildcards):
-    """A features job needs what a fine-tuning of the same (split, init, view) needs."""
-    return finetune_inputs(wildcards)
+    """The view's shards and the pretrained checkpoint; unlike fine-tuning, the features
+    stage needs no batch of train videos (retrieval and the probe name what they lack)."""
+    check_split(wildcards.dataset, wildcards.split)
+    path = _pretrained(wildcards.dataset, wildcards.split, wildcards.init, wildcards.view)
+    return {"shards": view_shard_paths(wildcards.dataset, [wildcards.view]), "pretrained": [path] if path else []}
 
 
 def analysed_features(dataset, split):
@@ -263,8 +266,17 @@ def training_runs(dataset, split):
             path = _pretrained(dataset, split, init.name, view) if init.provides(view) else None
             if path:
                 runs[f"pretrain {init.name}" if init.views else f"pretrain {init.name} {view}"] = path
-    for (init, view), entry in finetune_entries(dataset, split).items():
-        runs[f"finetune {init} {view}"] = entry["scores"].removesuffix(".scores.npz") + ".pt"
+    finetuned = {key: entry["scores"] for key, entry in finetune_entries(dataset, split).items()}
+    # and the runs of the paper's tables on this dataset and split (e.g. Table 5's 2-view CoCon)
+    for cell in cells(dataset):
+        if cell.run and cell.dataset == dataset and int(split) in cell.splits:
+            for view in cell.ensemble_views or (cell.view,):
+                finetuned[(cell.init, view)] = f"results/{dataset}/split{split}/finetune/{cell.init}/{view}.scores.npz"
+    for (init, view), scores in finetuned.items():
+        runs[f"finetune {init} {view}"] = scores.removesuffix(".scores.npz") + ".pt"
+        path = _pretrained(dataset, split, init, view)
+        if path:
+            runs.setdefault(f"pretrain {init}" if parse_init(init).views else f"pretrain {init} {view}", path)
     return runs
 
 
