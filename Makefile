@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES)
-	@echo "demo outputs: results/demo/paper.md (the paper's tables), finetune.json, split1/ (pretrain, finetune), views/, logs/"
+	@echo "demo outputs: results/demo/report.html (every table and figure), paper.md (the paper's tables), finetune.json, split1/ (pretrain, finetune, features, analysis), views/, logs/"
 
 # the demo with training seeds 0, 1, 2 (config/datasets/demo_seed*.yaml): mean and spread
 demo-seeds: $(STAMP)
@@ -49,6 +49,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.flow_cost
 	$(BIN)/python -m bench.loader_batched
 	$(BIN)/python -m bench.tvl1_accuracy
+	$(BIN)/python -m bench.features
 
 clean-demo:
 	rm -rf results/demo
