@@ -234,6 +234,22 @@ def test_demo_report_holds_every_analysis_and_loads_in_chromium(demo_run):
     assert page.images == len(drawn) + 3 and page.broken == [] and page.console_errors == []
     assert page.screenshot.stat().st_size > 10_000
 
+    # the analyses run without Snakemake on any checkpoint the workflow wrote
+    cli = workdir / "cli"
+    joint = results / "split1" / "pretrain" / "cocon" / FOUR / "joint.pt"
+    for view in ("rgb", "flow"):
+        subprocess.run([str(SNAKEMAKE.with_name("cocon")), "features", "--dataset", str(workdir / "tiny.yaml"),
+                        "--init", f"tiny/cocon/{FOUR}", "--view", view, "--views-dir", str(results / "views"),
+                        "--manifest", str(results / "manifest.tsv"), "--pretrained", str(joint),
+                        "--out", str(cli / f"{view}.npz")], check=True, capture_output=True)
+    np.testing.assert_allclose(np.load(cli / "rgb.npz")["context"],
+                               np.load(results / "split1" / "features" / "tiny" / "cocon" / FOUR / "rgb.npz")["context"],
+                               rtol=1e-5, atol=1e-6)
+    subprocess.run([str(SNAKEMAKE.with_name("cocon")), "retrieval", str(cli / "rgb.npz"), str(cli / "flow.npz"),
+                    "--json", str(cli / "retrieval.json"), "--markdown", str(cli / "retrieval.md")], check=True,
+                   capture_output=True)
+    assert [row["view"] for row in json.loads((cli / "retrieval.json").read_text())["rows"]] == ["rgb", "flow", "fused"]
+
     # snakemake's own report gathers the same outputs, with their captions
     run_snakemake(workdir, "results/tiny/report.html", "--configfile", str(config),
                   "--report", str(workdir / "snakemake_report.zip"))
