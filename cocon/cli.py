@@ -224,6 +224,16 @@ def cmd_verify(args) -> None:
     print(f"{verification.summary()}: no damage")
 
 
+def encoder_arguments(sub: argparse.ArgumentParser, init_role: str, pretrained_help: str) -> None:
+    """The options that say which encoder of which view runs on which videos."""
+    sub.add_argument("--init", required=True,
+                     help=f"random, <dataset>/cpc or <dataset>/<method>/<view set>: {init_role}")
+    sub.add_argument("--view", required=True, choices=["rgb", "flow", "pose", "seg"])
+    sub.add_argument("--views-dir", required=True, help="the views folder, e.g. results/demo/views")
+    sub.add_argument("--manifest", required=True, help="the dataset's manifest.tsv")
+    sub.add_argument("--pretrained", help=pretrained_help)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cocon", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -270,12 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--split", type=int, default=1, choices=[1, 2, 3], help="official split whose train videos it sees")
 
     sub = command("finetune", cmd_finetune, "fine-tune one view from a pretrained checkpoint (or random) and test it")
-    sub.add_argument("--init", required=True,
-                     help="random, <dataset>/cpc or <dataset>/<method>/<view set>: names the run in its outputs")
-    sub.add_argument("--view", required=True, choices=["rgb", "flow", "pose", "seg"])
-    sub.add_argument("--views-dir", required=True, help="the views folder, e.g. results/demo/views")
-    sub.add_argument("--manifest", required=True, help="the dataset's manifest.tsv")
-    sub.add_argument("--pretrained", help="the pretrained view checkpoint (omit for --init random)")
+    encoder_arguments(sub, "names the run in its outputs", "the pretrained view checkpoint (omit for --init random)")
     sub.add_argument("--out", required=True, help="the fine-tuned model (.pt)")
     sub.add_argument("--scores", required=True, help="test softmax per video (.npz)")
     sub.add_argument("--state", required=True, help="folder for the per-epoch state a rerun resumes from")
@@ -284,12 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command("features", cmd_features, "features of a frozen encoder on one split: pooled context per video "
                   "(dense windows averaged) and 18 block features per test video, as one .npz")
-    sub.add_argument("--init", required=True,
-                     help="random, <dataset>/cpc or <dataset>/<method>/<view set>: names the encoder in the file")
-    sub.add_argument("--view", required=True, choices=["rgb", "flow", "pose", "seg"])
-    sub.add_argument("--views-dir", required=True, help="the views folder, e.g. results/demo/views")
-    sub.add_argument("--manifest", required=True, help="the dataset's manifest.tsv")
-    sub.add_argument("--pretrained", help="a pretrained checkpoint holding the view (cpc .pt or joint.pt); omit for random")
+    encoder_arguments(sub, "names the encoder in the file",
+                      "a pretrained checkpoint holding the view (cpc .pt or joint.pt); omit for random")
     sub.add_argument("--out", required=True, help="output features (.npz)")
     sub.add_argument("--split", type=int, default=1, choices=[1, 2, 3], help="official split (roles of the videos)")
     sub.add_argument("--batch-size", type=int, default=16, help="dense windows per forward pass")
