@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from bench.common import best_time
-from cocon.data.clips import ClipDataset, ClipSpec, augment, normalize, sample_seed, to_view_tensor, \
+from cocon.data.clips import ClipDataset, ClipSpec, augment, clip_tensor, normalize, sample_seed, \
     usable_frames, window_indices
 from cocon.data.manifest import read_manifest
 from cocon.data.clips import VideoRef
@@ -43,7 +43,7 @@ class JpegFolderClips(torch.utils.data.Dataset):
         indices = window_indices(video.num_frames, self.spec, start)
         frames = np.stack([cv2.cvtColor(cv2.imread(str(self.root / video.video_id / f"image_{index + 1:05d}.jpg")),
                                         cv2.COLOR_BGR2RGB) for index in indices])
-        return normalize("rgb", augment("rgb", to_view_tensor("rgb", frames), self.size, generator))
+        return normalize("rgb", augment("rgb", clip_tensor("rgb", frames), self.size, generator))
 
 
 def copy_without_checksums(source: Path, target: Path) -> None:

@@ -1,9 +1,11 @@
 """Pretraining clips per second of one loader process (cocon.data.clips.ClipDataset, rgb, 8x5
-frames at 128 px, pretraining augmentation), side by side in one run: today's per-frame
-colour jitter and greying (a Python loop of torchvision calls per frame) against the
-batched path (one op over the clip's frames with per-frame factors, the same draws).
-Also the time of each step of a sample. Builds its own rgb shard from real clips (frames at
-short side 128, the project's default) unless --views names a views folder. Prints JSON.
+frames at 128 px, pretraining augmentation), side by side in one run: the code path before
+issue 12 (frames made float, then cropped and resized; the per-frame colour jitter and
+greying, a Python loop of torchvision calls per frame) against today's (the crop resized on
+uint8 frames, then one batched jitter op over the clip's frames with per-frame factors, the
+same draws). Also the time of each step of a sample, both ways. Builds its own rgb shard from
+real clips (frames at short side 128, the project's default) unless --views names a views
+folder. Prints JSON.
 
     .venv/bin/python -m bench.loader_batched [--videos ../shared/data/videos] [--clips 40]
 """
@@ -18,6 +20,7 @@ from unittest import mock
 
 import numpy as np
 import torch
+import torchvision.transforms.v2.functional as TF
 
 import cocon.data.clips as clips
 from cocon.data.clips import ClipDataset, ClipSpec, VideoRef
@@ -70,10 +73,13 @@ def step_times(views: Path, refs: list[VideoRef], spec: ClipSpec, repeats: int =
         return result
 
     frames = timed("read_and_decode_jpeg", lambda: reader.read_frames(refs[0].video_id, indices))
-    tensor = timed("to_tensor", lambda: clips.to_view_tensor("rgb", frames))
-    import torchvision.transforms.functional as TF
-    crop = timed("resized_crop", lambda: TF.resized_crop(tensor, 0, 0, 100, 120, [128, 128], antialias=True))
-    timed("jitter_per_frame", lambda: clips.jitter_frames_per_frame(crop, torch.Generator().manual_seed(0)))
+    tensor = timed("to_float_tensor_before", lambda: clips.to_view_tensor("rgb", frames))
+    crop = timed("resized_crop_float_before", lambda: TF.resized_crop(tensor, 0, 0, 100, 120, [128, 128],
+                                                                      antialias=True))
+    stored = timed("to_uint8_tensor", lambda: clips.clip_tensor("rgb", frames))
+    timed("resized_crop_uint8", lambda: TF.resize(stored[..., :100, :120].contiguous(
+        memory_format=torch.channels_last), [128, 128], antialias=True).float().div_(255).contiguous())
+    timed("jitter_per_frame_before", lambda: clips.jitter_frames_per_frame(crop, torch.Generator().manual_seed(0)))
     timed("jitter_batched", lambda: clips.jitter_frames(crop, torch.Generator().manual_seed(0)))
     timed("normalize", lambda: clips.normalize("rgb", crop))
     reader.close()
@@ -102,10 +108,14 @@ def main(argv=None) -> dict:
         dataset = ClipDataset(refs, views, ["rgb"], {"rgb": 128}, spec, train=True, seed=0)
         result = {"device": "cpu", "torch_threads": args.threads, "clips": args.clips, "videos": len(refs),
                   "clip": "8 blocks x 5 frames, 128 px, rgb, pretraining augmentation"}
-        with mock.patch.object(clips, "jitter_frames", clips.jitter_frames_per_frame):
-            result["per_frame_clips_per_s"] = clips_per_second(dataset, args.clips, args.repeats)
-        result["batched_clips_per_s"] = clips_per_second(dataset, args.clips, args.repeats)
-        result["speedup"] = result["batched_clips_per_s"] / result["per_frame_clips_per_s"]
+        # the path before issue 12: float frames into the crop, per-frame jitter
+        with mock.patch.object(clips, "jitter_frames", clips.jitter_frames_per_frame), \
+                mock.patch.object(clips, "clip_tensor", clips.to_view_tensor):
+            result["before_clips_per_s"] = clips_per_second(dataset, args.clips, args.repeats)
+        with mock.patch.object(clips, "clip_tensor", clips.to_view_tensor):
+            result["batched_jitter_only_clips_per_s"] = clips_per_second(dataset, args.clips, args.repeats)
+        result["today_clips_per_s"] = clips_per_second(dataset, args.clips, args.repeats)
+        result["speedup"] = result["today_clips_per_s"] / result["before_clips_per_s"]
         result["step_ms"] = step_times(views, refs, spec)
     print(json.dumps(result, indent=1))
     return result

@@ -6,7 +6,7 @@ import torchvision.transforms.v2.functional as TF
 
 from cocon.data.clips import (
     IMAGENET_MEAN, IMAGENET_STD, POSE_FLIP_ORDER, ClipDataset, ClipSpec, EpochSampler, VideoRef, augment,
-    dense_starts, normalize, to_view_tensor, window_indices,
+    clip_tensor, dense_starts, normalize, to_view_tensor, window_indices,
 )
 from cocon.data.shards import ShardReader, ShardWriter, encode_jpeg
 
@@ -157,7 +157,23 @@ def test_test_windows_take_the_configured_centre_crop(tiny_views):
     # 24 x 32 frames: the central 12 x 12 square
     crop = TF.resize(to_view_tensor("rgb", frames)[..., 6:18, 10:22], [16, 16], antialias=True)
     expected = normalize("rgb", crop).reshape(2, 2, 3, 16, 16).transpose(1, 2)
-    assert torch.equal(item["rgb"], expected)
+    # rgb is resized as uint8: the same filter, rounded to whole levels (1/255 before normalising)
+    torch.testing.assert_close(item["rgb"], expected, atol=1 / 255 / min(IMAGENET_STD) + 1e-6, rtol=0)
+
+
+def test_rgb_is_cropped_and_resized_as_uint8_and_the_other_views_as_float():
+    frames = np.random.default_rng(0).integers(0, 256, (6, 48, 64, 3), dtype=np.uint8)
+    stored = clip_tensor("rgb", frames)
+    assert stored.dtype == torch.uint8 and stored.shape == (6, 3, 48, 64)
+    generator = torch.Generator().manual_seed(3)
+    fast = augment("rgb", stored, 32, torch.Generator().manual_seed(3), augmentation="finetune", color_jitter=0.0)
+    slow = augment("rgb", to_view_tensor("rgb", frames), 32, generator, augmentation="finetune", color_jitter=0.0)
+    # the same crop and flip drawn, the same filter: within one level of rounding
+    assert fast.dtype == torch.float32 and fast.is_contiguous()
+    assert (fast - slow).abs().max() <= 1 / 255 + 1e-6 and (fast - slow).abs().mean() < 0.5 / 255
+    for view, shape in (("flow", (6, 48, 64, 2)), ("seg", (6, 48, 64))):
+        values = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
+        assert torch.equal(clip_tensor(view, values), to_view_tensor(view, values))
 
 
 def test_dataset_augments_as_it_is_told(tiny_views):

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cocon.data.clips import ClipDataset, ClipSpec, VideoRef, augment, normalize, split_videos, to_view_tensor, \
+from cocon.data.clips import ClipDataset, ClipSpec, VideoRef, augment, clip_tensor, normalize, split_videos, \
     usable_frames
 from cocon.data.shards import ShardReader
 from cocon.models import DPC
@@ -164,7 +164,7 @@ def block_features(model: DPC, videos: list[VideoRef], views_dir, view: str, siz
                 readers[video.shard] = ShardReader(Path(views_dir) / view / f"{video.shard}.h5", view=view)
             indices = alignment_indices(video.num_frames, block_length)
             frames = readers[video.shard].read_frames(video.video_id, indices.reshape(-1))
-            clip = normalize(view, augment(view, to_view_tensor(view, frames), size, None, center_crop=center_crop))
+            clip = normalize(view, augment(view, clip_tensor(view, frames), size, None, center_crop=center_crop))
             frames_count, channels, height, width = clip.shape
             blocks = clip.reshape(ALIGNMENT_BLOCKS, block_length, channels, height, width).transpose(1, 2)
             z = model.encode(blocks[None].to(device))

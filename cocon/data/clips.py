@@ -138,6 +138,16 @@ def crop_box(height: int, width: int, generator: torch.Generator | None,
     return central_square(height, width)
 
 
+def clip_tensor(view: str, frames: np.ndarray) -> torch.Tensor:
+    """Stored frames as ``augment`` takes them: rgb stays uint8 ``[T, 3, H, W]``, so that the
+    crop is resized on a quarter of the bytes (as DPC resizes uint8 images) before it
+    becomes float; flow, pose and seg become float at once (to_view_tensor), keeping their
+    quantisation steps out of the resize."""
+    if view == "rgb":
+        return torch.from_numpy(frames).permute(0, 3, 1, 2)
+    return to_view_tensor(view, frames)
+
+
 def to_view_tensor(view: str, frames: np.ndarray) -> torch.Tensor:
     """Stored frames to float ``[T, C, H, W]``: rgb and flow in [0, 1], pose and seg in [0, 1]."""
     if view in ("rgb", "flow"):
@@ -167,9 +177,9 @@ def draw_frame_jitter(num_frames: int, generator: torch.Generator) -> torch.Tens
 _GREY = (0.2989, 0.587, 0.114)
 
 
-def _grey(images: torch.Tensor) -> torch.Tensor:
-    """torchvision's rgb_to_grayscale of ``[T, 3, H, W]``, as ``[T, H, W]``."""
-    return _GREY[0] * images[:, 0] + _GREY[1] * images[:, 1] + _GREY[2] * images[:, 2]
+def _grey(planes: torch.Tensor) -> torch.Tensor:
+    """torchvision's rgb_to_grayscale of colour planes ``[3, ...]``, as ``[...]``."""
+    return _GREY[0] * planes[0] + _GREY[1] * planes[1] + _GREY[2] * planes[2]
 
 
 def apply_frame_jitter(clip: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
@@ -177,42 +187,41 @@ def apply_frame_jitter(clip: torch.Tensor, factors: torch.Tensor) -> torch.Tenso
     all frames at once: brightness, contrast (each frame blended with its own mean grey),
     saturation, hue, then greying. The arithmetic of torchvision's per-image functions
     (``ratio * a + (1 - ratio) * b`` in float32, clamped), with hue rotated by the closed
-    form of HSV's sectors: equal to the per-frame path to float rounding (about 1e-6)."""
+    form of HSV's sectors: equal to the per-frame path to float rounding (about 1e-6).
+    The work is done on colour planes ``[3, T, H, W]``, so that every per-channel operation
+    reads one contiguous block; the result is a ``[T, 3, H, W]`` view of them."""
     frames = len(clip)
     dtype = clip.dtype
 
     def per_frame(values: torch.Tensor) -> torch.Tensor:
-        return values.to(dtype).view(frames, 1, 1, 1)
+        return values.to(dtype).view(frames, 1, 1)
 
     brightness, contrast, saturation, hue, grey = factors.unbind(dim=1)
-    x = clip * per_frame(brightness)
+    x = clip.transpose(0, 1) * per_frame(brightness)  # [3, T, H, W], contiguous
     x.clamp_(0, 1)
-    mean = _grey(x).mean(dim=(-2, -1)).view(frames, 1, 1, 1)
+    mean = _grey(x).mean(dim=(-2, -1)).view(frames, 1, 1)
     x.mul_(per_frame(contrast)).add_(per_frame(1.0 - contrast) * mean).clamp_(0, 1)
-    grey_x = _grey(x).unsqueeze(1)
+    grey_x = _grey(x)
     x.mul_(per_frame(saturation)).add_(per_frame(1.0 - saturation) * grey_x).clamp_(0, 1)
     # hue: torchvision's rgb -> hsv hue (in sixths), + 6 * hue mod 6, then back to rgb by the
     # closed form of the sectors: channel = max - chroma * clamp(distance to its sector - 1)
-    r, g, b = x.unbind(dim=1)
-    maxc = x.amax(dim=1)
-    chroma = maxc - x.amin(dim=1)
-    divisor = torch.where(chroma == 0, torch.ones_like(chroma), chroma)
+    r, g, b = x
+    maxc = torch.maximum(torch.maximum(r, g), b)
+    chroma = maxc - torch.minimum(torch.minimum(r, g), b)
+    divisor = torch.where(chroma == 0, 1.0, chroma)
     is_r = maxc == r
     is_g = (maxc == g) & ~is_r
     h6 = torch.where(is_r, g - b, torch.where(is_g, b - r + 2 * divisor, r - g + 4 * divisor))
-    h6.div_(divisor).add_(6.0 * hue.to(dtype).view(frames, 1, 1))
+    h6.div_(divisor).add_(6.0 * per_frame(hue))
     h6.sub_(torch.floor(h6 / 6.0).mul_(6.0))
     out = torch.empty_like(x)
-    torch.sub(maxc, chroma * (2.0 - (h6 - 3.0).abs_()).clamp_(0, 1), out=out[:, 0])
-    torch.sub(maxc, chroma * ((h6 - 2.0).abs_() - 1.0).clamp_(0, 1), out=out[:, 1])
-    torch.sub(maxc, chroma * ((h6 - 4.0).abs_() - 1.0).clamp_(0, 1), out=out[:, 2])
-    if torch.compiler.is_compiling():  # static shapes: no data-dependent indexing
-        out = torch.where(grey.view(frames, 1, 1, 1) > 0, _grey(out).unsqueeze(1), out)
-    else:
-        greyed = torch.nonzero(grey > 0).flatten()
-        if len(greyed):
-            out[greyed] = _grey(out[greyed]).unsqueeze(1).expand(-1, 3, -1, -1)
-    return out.clamp_(0, 1)
+    torch.sub(maxc, chroma * (2.0 - (h6 - 3.0).abs_()).clamp_(0, 1), out=out[0])
+    torch.sub(maxc, chroma * ((h6 - 2.0).abs_() - 1.0).clamp_(0, 1), out=out[1])
+    torch.sub(maxc, chroma * ((h6 - 4.0).abs_() - 1.0).clamp_(0, 1), out=out[2])
+    greyed = torch.nonzero(grey > 0).flatten()
+    if len(greyed):
+        out[:, greyed] = _grey(out[:, greyed]).expand(3, -1, -1, -1)
+    return out.clamp_(0, 1).transpose(0, 1)
 
 
 def jitter_frames(clip: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -258,8 +267,8 @@ def jitter_clip(clip: torch.Tensor, generator: torch.Generator, probability: flo
 
 def augment(view: str, clip: torch.Tensor, size: int, generator: torch.Generator | None,
             augmentation: str = "pretrain", color_jitter: float = 0.3, center_crop: float = 1.0) -> torch.Tensor:
-    """Crop and resize ``clip`` ``[T, C, H, W]`` to ``size`` (the same box for the whole
-    clip), then per view: rgb is flipped for the whole clip and colour-jittered, frame by
+    """Crop and resize ``clip`` ``[T, C, H, W]`` (float in [0, 1], or uint8 as clip_tensor gives
+    rgb, which comes out in [0, 1]) to ``size`` (the same box for the whole clip), then per view: rgb is flipped for the whole clip and colour-jittered, frame by
     frame with greying for ``augmentation`` "pretrain", once per clip with probability
     ``color_jitter`` for "finetune" (see jitter_frames, jitter_clip); flow gets the crop
     only (a flip would have to negate u); pose and seg are flipped, pose swapping its left
@@ -268,7 +277,12 @@ def augment(view: str, clip: torch.Tensor, size: int, generator: torch.Generator
     if augmentation not in AUGMENTATIONS:
         raise ValueError(f"augmentation {augmentation!r} is not one of {AUGMENTATIONS}")
     top, left, h, w = crop_box(clip.shape[-2], clip.shape[-1], generator, center_crop)
-    clip = TF.resized_crop(clip, top, left, h, w, [size, size], antialias=True)
+    if clip.dtype == torch.uint8:
+        # torch's antialiased bilinear kernel for uint8 wants channels-last images
+        crop = clip[..., top:top + h, left:left + w].contiguous(memory_format=torch.channels_last)
+        clip = TF.resize(crop, [size, size], antialias=True).float().div_(255).contiguous()
+    else:
+        clip = TF.resized_crop(clip, top, left, h, w, [size, size], antialias=True)
     if generator is None or view == "flow":
         return clip
     if torch.rand((), generator=generator) < 0.5:
@@ -359,7 +373,7 @@ class ClipDataset(torch.utils.data.Dataset):
         spec = self.spec
         for view in self.views:
             frames = self._reader(view, video.shard).read_frames(video.video_id, indices)
-            clip = augment(view, to_view_tensor(view, frames), self.sizes[view], generator, self.augmentation,
+            clip = augment(view, clip_tensor(view, frames), self.sizes[view], generator, self.augmentation,
                            self.color_jitter, self.center_crop)
             clip = normalize(view, clip)
             frames_count, channels, height, width = clip.shape
