@@ -11,7 +11,9 @@ measured); a section that fails records its error and the next one runs:
   on the same real frames at 320x240 (../shared/data/videos, else synthetic frames): pairs/s
   of both (OpenCV with all its threads), and the mean end-point error and quantised agreement;
 - ``loader``: pretraining clips/s of one loader process (ClipDataset, rgb 8x5x128, batched
-  jitter) on this machine's CPU, and the batched jitter alone on the device (clips/s);
+  jitter) on this machine's CPU; the device path (cocon.data.device_clips: a batch of 64
+  clips' JPEGs decoded on the device with nvJPEG, cropped, resized, jittered and
+  normalised there), clips/s; and the batched jitter alone on the device;
 - ``train_step``: bench.train_step's full step (DPC resnet18 2d3d, dense NCE, Adam) in fp32
   eager, bf16 + channels_last_3d, and the latter under torch.compile: clips/s, peak memory,
   and model FLOP utilisation against the GPU's bf16 dense peak (FLOPs counted by
@@ -119,18 +121,32 @@ def check_tvl1(device: torch.device, small: bool) -> dict:
 def check_loader(device: torch.device, small: bool) -> dict:
     from bench.loader_batched import build_shard, clips_per_second
     from cocon.data.clips import ClipDataset, ClipSpec, apply_frame_jitter, draw_frame_jitter
+    from cocon.data.device_clips import DeviceRgbClips
 
     result = {}
     with tempfile.TemporaryDirectory() as tmp:
         if VIDEOS.exists():
             refs = build_shard(VIDEOS, Path(tmp), 2 if small else 6, max_frames=40 if small else 130)
             spec = ClipSpec(2, 2, 2) if small else ClipSpec(8, 5, 3)
+            threads = torch.get_num_threads()
             torch.set_num_threads(1)
             try:
                 dataset = ClipDataset(refs, tmp, ["rgb"], {"rgb": 32 if small else 128}, spec, train=True, seed=0)
                 result["cpu_one_process_clips_per_s"] = clips_per_second(dataset, 4 if small else 40, 2)
             finally:
-                torch.set_num_threads(max(1, torch.get_num_threads()))
+                torch.set_num_threads(threads)
+            # the device path: a batch's JPEGs decoded on the device (nvJPEG on CUDA), augmented there
+            clips = DeviceRgbClips(dataset, device)
+            batch_size, repeats = (4, 2) if small else (64, 5)
+            keys = [(0, item % len(dataset)) for item in range(batch_size)]
+            clips(keys)
+            _sync(device)
+            start = time.perf_counter()
+            for repeat in range(repeats):
+                clips([(repeat, item) for _, item in keys])
+            _sync(device)
+            result[f"device_path_on_{device.type}_clips_per_s"] = batch_size * repeats / (time.perf_counter() - start)
+            result["device_path_batch"] = batch_size
         else:
             result["cpu_one_process_clips_per_s"] = None
             result["note"] = "real clips absent: no shard to read"
@@ -145,7 +161,6 @@ def check_loader(device: torch.device, small: bool) -> dict:
         apply_frame_jitter(batch, factors)
     _sync(device)
     result[f"jitter_on_{device.type}_clips_per_s"] = clips * repeats / (time.perf_counter() - start)
-    result["cuda_jpeg_decoding_path"] = "not implemented (issue 12's optional CUDA loader)"
     return result
 
 

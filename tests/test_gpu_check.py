@@ -16,5 +16,7 @@ def test_gpu_check_cpu_dry_run(tmp_path):
     assert sections["train_step"]["fp32_eager"]["clips_per_s"] > 0
     assert sections["train_step"]["flops_per_clip_step"] > 0
     assert sections["loader"]["jitter_on_cpu_clips_per_s"] > 0
+    if gpu_check.VIDEOS.exists():
+        assert sections["loader"]["device_path_on_cpu_clips_per_s"] > 0
     assert sections["pretrain"]["epochs"] == 2
     assert "skipped" in sections["ddp"]

@@ -1,9 +1,15 @@
-"""The batched pretraining jitter (one op over a clip's frames) against the per-frame path:
-the same draws, in the same order, give the same output."""
+"""The batched pretraining jitter (one op over a clip's frames) against the per-frame path,
+and the device path (decode and augment a batch at once) against ClipDataset: the same
+draws, in the same order, give the same output."""
+import numpy as np
+import pytest
 import torch
 
 from cocon.data import clips
-from cocon.data.clips import apply_frame_jitter, draw_frame_jitter, jitter_frames, jitter_frames_per_frame
+from cocon.data.clips import (IMAGENET_STD, ClipDataset, ClipSpec, VideoRef, apply_frame_jitter, draw_frame_jitter,
+                              jitter_frames, jitter_frames_per_frame)
+from cocon.data.device_clips import DeviceRgbClips
+from cocon.data.shards import ShardWriter, encode_jpeg
 
 
 def test_batched_jitter_equals_per_frame_path_for_the_same_draws():
@@ -39,3 +45,38 @@ def test_greyed_frames_are_grey():
     out = apply_frame_jitter(clip, factors)
     assert torch.equal(out[0, 0], out[0, 1]) and torch.equal(out[0, 1], out[0, 2])
     assert not torch.equal(out[1, 0], out[1, 1])
+
+
+def test_device_clips_give_the_dataset_s_clips_for_the_same_keys(tmp_path):
+    """The batched device path (run here on the CPU) draws what ClipDataset draws and gives
+    its clips to the rounding of the JPEG decoder and the resize."""
+    rng = np.random.default_rng(0)
+    attrs = {key: 0 for key in ("label", "label_index", "fps", "num_frames", "orig_width", "orig_height", "width",
+                                "height", "source_path")}
+    # smooth frames (a gradient that moves) as real video is; noise would make decoders disagree more
+    rows, cols = np.mgrid[0:48, 0:64]
+    with ShardWriter(tmp_path / "rgb" / "00000.h5", "rgb", {"shard": "00000"}) as writer:
+        for video, count in (("a", 40), ("b", 13)):
+            frames = [np.stack([(rows * 4 + t * 3) % 256, (cols * 3 + t) % 256,
+                                np.full_like(rows, rng.integers(0, 256))], axis=-1).astype(np.uint8)
+                      for t in range(count)]
+            writer.add_video(video, [encode_jpeg(frame, 95) for frame in frames], attrs)
+    refs = [VideoRef("a", "00000", 40, 0), VideoRef("b", "00000", 13, 1)]
+    dataset = ClipDataset(refs, tmp_path, ["rgb"], {"rgb": 24}, ClipSpec(3, 2, 2), train=True, seed=5)
+    keys = [(0, 0), (0, 1), (3, 0), (7, 1)]
+    batch = DeviceRgbClips(dataset, "cpu")(keys)
+    expected = torch.stack([dataset[key]["rgb"] for key in keys])
+    assert batch["rgb"].shape == expected.shape == (4, 3, 3, 2, 24, 24)
+    assert batch["video"].tolist() == [0, 1, 0, 1] and batch["label"].tolist() == [0, 1, 0, 1]
+    # in [0, 1] before normalising: within a few levels of 255 everywhere, far closer on average
+    difference = (batch["rgb"] - expected).abs() * max(IMAGENET_STD)
+    assert difference.max() < 6 / 255 and difference.mean() < 1 / 255
+
+
+def test_device_clips_refuse_what_they_do_not_do(tmp_path):
+    refs = [VideoRef("a", "00000", 40, 0)]
+    for views, augmentation in ((["rgb"], "finetune"), (["seg"], "pretrain")):
+        dataset = ClipDataset(refs, tmp_path, views, {"rgb": 24, "seg": 24}, ClipSpec(3, 2, 2), train=True,
+                              augmentation=augmentation)
+        with pytest.raises(ValueError, match="pretraining augmentation"):
+            DeviceRgbClips(dataset, "cpu")

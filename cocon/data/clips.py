@@ -265,24 +265,34 @@ def jitter_clip(clip: torch.Tensor, generator: torch.Generator, probability: flo
     return clip.clamp(0, 1)
 
 
+def crop_resize(clip: torch.Tensor, box: tuple[int, int, int, int], size: int) -> torch.Tensor:
+    """``clip`` ``[T, C, H, W]`` cropped to ``box`` (top, left, h, w) and resized to ``size``
+    with antialiased bilinear filtering, as float in [0, 1]. A uint8 clip on the CPU is
+    resized before it becomes float (a quarter of the bytes; CUDA's kernel is float only)."""
+    top, left, h, w = box
+    if clip.dtype == torch.uint8 and clip.device.type == "cpu":
+        # torch's antialiased bilinear kernel for uint8 wants channels-last images
+        crop = clip[..., top:top + h, left:left + w].contiguous(memory_format=torch.channels_last)
+        return TF.resize(crop, [size, size], antialias=True).float().div_(255).contiguous()
+    if clip.dtype == torch.uint8:
+        clip = clip[..., top:top + h, left:left + w].float().div_(255)
+        top, left = 0, 0
+    return TF.resized_crop(clip, top, left, h, w, [size, size], antialias=True)
+
+
 def augment(view: str, clip: torch.Tensor, size: int, generator: torch.Generator | None,
             augmentation: str = "pretrain", color_jitter: float = 0.3, center_crop: float = 1.0) -> torch.Tensor:
     """Crop and resize ``clip`` ``[T, C, H, W]`` (float in [0, 1], or uint8 as clip_tensor gives
-    rgb, which comes out in [0, 1]) to ``size`` (the same box for the whole clip), then per view: rgb is flipped for the whole clip and colour-jittered, frame by
-    frame with greying for ``augmentation`` "pretrain", once per clip with probability
+    rgb) to ``size`` (crop_resize; the same box for the whole clip), then per view: rgb is
+    flipped for the whole clip and colour-jittered, frame by frame with greying for
+    ``augmentation`` "pretrain", once per clip with probability
     ``color_jitter`` for "finetune" (see jitter_frames, jitter_clip); flow gets the crop
     only (a flip would have to negate u); pose and seg are flipped, pose swapping its left
     and right keypoints. ``generator`` None: the central square of ``center_crop`` times
     the short side, nothing random (testing)."""
     if augmentation not in AUGMENTATIONS:
         raise ValueError(f"augmentation {augmentation!r} is not one of {AUGMENTATIONS}")
-    top, left, h, w = crop_box(clip.shape[-2], clip.shape[-1], generator, center_crop)
-    if clip.dtype == torch.uint8:
-        # torch's antialiased bilinear kernel for uint8 wants channels-last images
-        crop = clip[..., top:top + h, left:left + w].contiguous(memory_format=torch.channels_last)
-        clip = TF.resize(crop, [size, size], antialias=True).float().div_(255).contiguous()
-    else:
-        clip = TF.resized_crop(clip, top, left, h, w, [size, size], antialias=True)
+    clip = crop_resize(clip, crop_box(clip.shape[-2], clip.shape[-1], generator, center_crop), size)
     if generator is None or view == "flow":
         return clip
     if torch.rand((), generator=generator) < 0.5:
