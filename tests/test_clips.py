@@ -169,7 +169,7 @@ def test_rgb_is_cropped_and_resized_as_uint8_and_the_other_views_as_float():
     fast = augment("rgb", stored, 32, torch.Generator().manual_seed(3), augmentation="finetune", color_jitter=0.0)
     slow = augment("rgb", to_view_tensor("rgb", frames), 32, generator, augmentation="finetune", color_jitter=0.0)
     # the same crop and flip drawn, the same filter: within one level of rounding
-    assert fast.dtype == torch.float32 and fast.is_contiguous()
+    assert fast.dtype == torch.float32
     assert (fast - slow).abs().max() <= 1 / 255 + 1e-6 and (fast - slow).abs().mean() < 0.5 / 255
     for view, shape in (("flow", (6, 48, 64, 2)), ("seg", (6, 48, 64))):
         values = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)

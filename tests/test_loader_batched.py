@@ -26,6 +26,20 @@ def test_batched_jitter_equals_per_frame_path_for_the_same_draws():
         assert torch.equal(batched_generator.get_state(), frame_generator.get_state())
 
 
+def test_one_batched_draw_equals_the_per_frame_draws_and_leaves_the_generator_alike():
+    for frames in (1, 40, 300):
+        batched, per_frame = torch.Generator().manual_seed(frames), torch.Generator().manual_seed(frames)
+        factors = draw_frame_jitter(frames, batched)
+        rows = []
+        for _ in range(frames):
+            values = [0.5 + torch.rand((), generator=per_frame).item() for _ in range(3)]
+            values.append(-0.25 + 0.5 * torch.rand((), generator=per_frame).item())
+            values.append(float(torch.rand((), generator=per_frame) < 0.5))
+            rows.append(values)
+        assert torch.equal(factors, torch.tensor(rows, dtype=torch.float64))
+        assert torch.equal(batched.get_state(), per_frame.get_state())
+
+
 def test_draws_follow_the_per_frame_order_and_distributions():
     factors = draw_frame_jitter(2000, torch.Generator().manual_seed(0))
     assert factors.shape == (2000, 5)

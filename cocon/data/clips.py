@@ -162,24 +162,23 @@ def to_view_tensor(view: str, frames: np.ndarray) -> torch.Tensor:
 
 
 def draw_frame_jitter(num_frames: int, generator: torch.Generator) -> torch.Tensor:
-    """Pretraining's per-frame jitter parameters, drawn frame by frame in the order the
-    per-frame path draws them: ``[T, 5]`` float64 (brightness, contrast, saturation in
-    0.5-1.5, hue in -0.25-0.25, greyed 1 or 0 with probability 0.5)."""
-    rows = []
-    for _ in range(num_frames):
-        brightness, contrast, saturation = (_uniform(generator, 0.5, 1.5) for _ in range(3))
-        hue = _uniform(generator, -0.25, 0.25)
-        grey = float(torch.rand((), generator=generator) < 0.5)
-        rows.append((brightness, contrast, saturation, hue, grey))
-    return torch.tensor(rows, dtype=torch.float64).reshape(num_frames, 5)
+    """Pretraining's per-frame jitter parameters, drawn in the order the per-frame path
+    draws them: ``[T, 5]`` float64 (brightness, contrast, saturation in 0.5-1.5, hue in
+    -0.25-0.25, greyed 1 or 0 with probability 0.5). One ``torch.rand`` call of T x 5 values
+    takes the generator's numbers in the sequence T x 5 scalar calls would, and the
+    arithmetic is _uniform's in float64, so the values and the generator's state after
+    are those of the per-frame path (tested)."""
+    uniform = torch.rand(num_frames, 5, generator=generator).double()  # [T, 5]
+    return torch.stack([0.5 + uniform[:, 0], 0.5 + uniform[:, 1], 0.5 + uniform[:, 2],
+                        -0.25 + 0.5 * uniform[:, 3], (uniform[:, 4] < 0.5).double()], dim=1)
 
 
 _GREY = (0.2989, 0.587, 0.114)
 
 
-def _grey(planes: torch.Tensor) -> torch.Tensor:
-    """torchvision's rgb_to_grayscale of colour planes ``[3, ...]``, as ``[...]``."""
-    return _GREY[0] * planes[0] + _GREY[1] * planes[1] + _GREY[2] * planes[2]
+def _grey(images: torch.Tensor) -> torch.Tensor:
+    """torchvision's rgb_to_grayscale of ``[T, 3, H, W]``, as ``[T, H, W]``."""
+    return _GREY[0] * images[:, 0] + _GREY[1] * images[:, 1] + _GREY[2] * images[:, 2]
 
 
 def apply_frame_jitter(clip: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
@@ -187,41 +186,42 @@ def apply_frame_jitter(clip: torch.Tensor, factors: torch.Tensor) -> torch.Tenso
     all frames at once: brightness, contrast (each frame blended with its own mean grey),
     saturation, hue, then greying. The arithmetic of torchvision's per-image functions
     (``ratio * a + (1 - ratio) * b`` in float32, clamped), with hue rotated by the closed
-    form of HSV's sectors: equal to the per-frame path to float rounding (about 1e-6).
-    The work is done on colour planes ``[3, T, H, W]``, so that every per-channel operation
-    reads one contiguous block; the result is a ``[T, 3, H, W]`` view of them."""
+    form of HSV's sectors: equal to the per-frame path to float rounding (about 1e-6)."""
     frames = len(clip)
     dtype = clip.dtype
 
     def per_frame(values: torch.Tensor) -> torch.Tensor:
-        return values.to(dtype).view(frames, 1, 1)
+        return values.to(dtype).view(frames, 1, 1, 1)
 
     brightness, contrast, saturation, hue, grey = factors.unbind(dim=1)
-    x = clip.transpose(0, 1) * per_frame(brightness)  # [3, T, H, W], contiguous
+    x = clip * per_frame(brightness)
     x.clamp_(0, 1)
-    mean = _grey(x).mean(dim=(-2, -1)).view(frames, 1, 1)
+    mean = _grey(x).mean(dim=(-2, -1)).view(frames, 1, 1, 1)
     x.mul_(per_frame(contrast)).add_(per_frame(1.0 - contrast) * mean).clamp_(0, 1)
-    grey_x = _grey(x)
+    grey_x = _grey(x).unsqueeze(1)
     x.mul_(per_frame(saturation)).add_(per_frame(1.0 - saturation) * grey_x).clamp_(0, 1)
     # hue: torchvision's rgb -> hsv hue (in sixths), + 6 * hue mod 6, then back to rgb by the
     # closed form of the sectors: channel = max - chroma * clamp(distance to its sector - 1)
-    r, g, b = x
-    maxc = torch.maximum(torch.maximum(r, g), b)
-    chroma = maxc - torch.minimum(torch.minimum(r, g), b)
-    divisor = torch.where(chroma == 0, 1.0, chroma)
+    r, g, b = x.unbind(dim=1)
+    maxc = x.amax(dim=1)
+    chroma = maxc - x.amin(dim=1)
+    divisor = torch.where(chroma == 0, torch.ones_like(chroma), chroma)
     is_r = maxc == r
     is_g = (maxc == g) & ~is_r
     h6 = torch.where(is_r, g - b, torch.where(is_g, b - r + 2 * divisor, r - g + 4 * divisor))
-    h6.div_(divisor).add_(6.0 * per_frame(hue))
+    h6.div_(divisor).add_(6.0 * hue.to(dtype).view(frames, 1, 1))
     h6.sub_(torch.floor(h6 / 6.0).mul_(6.0))
     out = torch.empty_like(x)
-    torch.sub(maxc, chroma * (2.0 - (h6 - 3.0).abs_()).clamp_(0, 1), out=out[0])
-    torch.sub(maxc, chroma * ((h6 - 2.0).abs_() - 1.0).clamp_(0, 1), out=out[1])
-    torch.sub(maxc, chroma * ((h6 - 4.0).abs_() - 1.0).clamp_(0, 1), out=out[2])
-    greyed = torch.nonzero(grey > 0).flatten()
-    if len(greyed):
-        out[:, greyed] = _grey(out[:, greyed]).expand(3, -1, -1, -1)
-    return out.clamp_(0, 1).transpose(0, 1)
+    torch.sub(maxc, chroma * (2.0 - (h6 - 3.0).abs_()).clamp_(0, 1), out=out[:, 0])
+    torch.sub(maxc, chroma * ((h6 - 2.0).abs_() - 1.0).clamp_(0, 1), out=out[:, 1])
+    torch.sub(maxc, chroma * ((h6 - 4.0).abs_() - 1.0).clamp_(0, 1), out=out[:, 2])
+    if torch.compiler.is_compiling():  # static shapes: no data-dependent indexing
+        out = torch.where(grey.view(frames, 1, 1, 1) > 0, _grey(out).unsqueeze(1), out)
+    else:
+        greyed = torch.nonzero(grey > 0).flatten()
+        if len(greyed):
+            out[greyed] = _grey(out[greyed]).unsqueeze(1).expand(-1, 3, -1, -1)
+    return out.clamp_(0, 1)
 
 
 def jitter_frames(clip: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -271,7 +271,8 @@ def crop_resize(clip: torch.Tensor, box: tuple[int, int, int, int], size: int) -
     resized before it becomes float (a quarter of the bytes; CUDA's kernel is float only)."""
     top, left, h, w = box
     if clip.dtype == torch.uint8 and clip.device.type == "cpu":
-        # torch's antialiased bilinear kernel for uint8 wants channels-last images
+        # torch's antialiased bilinear kernel for uint8 wants channels-last images; the jitter
+        # after it reads whole channels, which are contiguous only in the standard layout
         crop = clip[..., top:top + h, left:left + w].contiguous(memory_format=torch.channels_last)
         return TF.resize(crop, [size, size], antialias=True).float().div_(255).contiguous()
     if clip.dtype == torch.uint8:
@@ -306,11 +307,14 @@ def augment(view: str, clip: torch.Tensor, size: int, generator: torch.Generator
     return clip
 
 
-def normalize(view: str, clip: torch.Tensor) -> torch.Tensor:
+def normalize(view: str, clip: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+    """The network's input range: rgb standardised with ImageNet's statistics, flow in
+    [-1, 1], pose and seg as they are. ``inplace`` overwrites ``clip`` (one pass fewer, for
+    a clip nothing else holds)."""
     if view == "rgb":
-        return TF.normalize(clip, IMAGENET_MEAN, IMAGENET_STD)
+        return TF.normalize(clip, IMAGENET_MEAN, IMAGENET_STD, inplace=inplace)
     if view == "flow":
-        return clip * 2 - 1
+        return clip.mul_(2).sub_(1) if inplace else clip * 2 - 1
     return clip
 
 
@@ -385,7 +389,7 @@ class ClipDataset(torch.utils.data.Dataset):
             frames = self._reader(view, video.shard).read_frames(video.video_id, indices)
             clip = augment(view, clip_tensor(view, frames), self.sizes[view], generator, self.augmentation,
                            self.color_jitter, self.center_crop)
-            clip = normalize(view, clip)
+            clip = normalize(view, clip, inplace=True)  # the clip augment made: no one else holds it
             frames_count, channels, height, width = clip.shape
             assert frames_count == spec.num_frames and channels == VIEW_CHANNELS[view], clip.shape
             # [N*K, C, H, W] -> [N, C, K, H, W]: blocks of K consecutive sampled frames

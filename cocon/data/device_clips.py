@@ -57,7 +57,7 @@ class DeviceRgbClips:
                 clip = TF.hflip(clip)
             clips.append(clip)
             factors.append(draw_frame_jitter(spec.num_frames, generator))
-        batch = normalize("rgb", apply_frame_jitter(torch.cat(clips), torch.cat(factors).to(self.device)))
+        batch = normalize("rgb", apply_frame_jitter(torch.cat(clips), torch.cat(factors).to(self.device)), inplace=True)
         count = len(keys)
         assert batch.shape == (count * spec.num_frames, VIEW_CHANNELS["rgb"], size, size), batch.shape
         # [B*N*K, C, S, S] -> [B, N, C, K, S, S]: blocks of K consecutive sampled frames
