@@ -16,7 +16,7 @@ from cocon.analysis.figures import alignment_heatmaps, nearest_neighbour_figure,
 from cocon.analysis import retrieval
 from cocon.analysis.probe import linear_probe, probe_document, probe_markdown, write_probe
 from cocon.analysis.retrieval import nearest_neighbours, normalized, recall_at_k, retrieval_document, \
-    retrieval_markdown, similarities, write_retrieval
+    retrieval_markdown, write_retrieval
 from cocon.train.history import write_metrics
 
 
@@ -69,7 +69,7 @@ def test_recall_at_k_breaks_ties_by_gallery_order():
 def test_recall_at_k_is_monotone():
     features = clustered(5, 6, ["train"] * 3 + ["test"] * 3, spread=1.5)
     queries, gallery = features.role("test"), features.role("train")
-    recall = recall_at_k(similarities(features.context[queries], features.context[gallery]),
+    recall = recall_at_k(normalized(features.context[queries]) @ normalized(features.context[gallery]).T,
                          features.labels[queries], features.labels[gallery], ks=(1, 2, 5, 10, 15))
     values = list(recall.values())
     assert all(later >= earlier for earlier, later in zip(values, values[1:])), recall

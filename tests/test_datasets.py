@@ -5,7 +5,7 @@ import pytest
 
 from cocon.config import load_dataset_config
 from cocon.data.datasets import (
-    DatasetError, assign_shards, check_training_split, list_folder, list_hmdb51, list_kinetics, list_ucf101,
+    DatasetError, assign_shards, check_alignment_pairs, check_training_split, list_folder, list_hmdb51, list_kinetics, list_ucf101,
     list_videos, resolve_path,
 )
 from tests.conftest import write_yaml
@@ -193,3 +193,16 @@ def test_kinetics_without_test_rows_cannot_be_finetuned(tmp_path):
     with pytest.raises(DatasetError, match=r"^annotations: no row has split 'test'"):
         check_training_split(dataset, list_kinetics([tmp_path / "k400.csv"]), 1, "finetune")
 
+
+
+def test_alignment_pairs_must_be_listed_test_videos_of_the_split(tmp_path):
+    dataset = folder_dataset(tmp_path, {"jump": 4, "run": 4}, "")
+    entries = list_videos(dataset)
+    test = [entry.video_id for entry in entries if entry.splits[0] == "test"]
+    train = next(entry.video_id for entry in entries if entry.splits[0] == "train")
+    check_alignment_pairs({**dataset, "analysis": {**dataset["analysis"], "alignment_pairs": [test[:2]]}}, entries, 1)
+    check_alignment_pairs(dataset, entries, 1)  # null: same-class pairs are chosen later
+    bad = {**dataset, "analysis": {**dataset["analysis"], "alignment_pairs": [[test[0], train], [test[1], "nope"]]}}
+    with pytest.raises(DatasetError, match=rf"^analysis\.alignment_pairs: {train}, nope are not listed test videos "
+                                           r"of split 1$"):
+        check_alignment_pairs(bad, entries, 1)

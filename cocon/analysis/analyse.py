@@ -15,6 +15,7 @@ them with their section, title and caption, which the HTML report shows.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -102,8 +103,10 @@ def _class_indices(names: list[str], class_names: list[str], key: str) -> list[i
     return [known[name] for name in names if name in known]
 
 
-def _frame_reader(views_dir, manifest_rows, view: str = "rgb"):
-    """``frame(video_id)``: the middle stored frame of a video, RGB uint8, for the neighbour figure."""
+@contextlib.contextmanager
+def middle_frames(views_dir, manifest_rows, view: str = "rgb"):
+    """Yields ``frame(video_id)``: the middle stored frame of a video, RGB uint8, for the
+    neighbour figure; each shard is opened once, and closed on leaving."""
     shards = {row.video_id: row.shard for row in manifest_rows}
     frames = {row.video_id: row.num_frames for row in manifest_rows}
     readers: dict[str, ShardReader] = {}
@@ -115,11 +118,11 @@ def _frame_reader(views_dir, manifest_rows, view: str = "rgb"):
         middle = frames[video_id] // 2
         return readers[shard].read(video_id, middle, middle + 1)[0]
 
-    def close() -> None:
+    try:
+        yield frame
+    finally:
         for reader in readers.values():
             reader.close()
-
-    return frame, close
 
 
 def run_analyses(job: AnalyseJob) -> None:
@@ -140,10 +143,12 @@ def run_analyses(job: AnalyseJob) -> None:
     joints = [init for init in inits if parse_init(init).method in JOINT_METHODS]
     compared = ([cpc] if cpc else []) + joints or inits
     index = FigureIndex(job.figures_dir)
-    test_count = int(next(iter(sets.values())).role("test").sum())
+    # every features file of the split has the same videos in the same roles
+    any_features = next(iter(sets.values()))
+    test_count = int(any_features.role("test").sum())
 
     # class consistency: CPC against each joint method, on the joint method's views
-    test_classes = len(set(next(iter(sets.values())).labels[next(iter(sets.values())).role("test")].tolist()))
+    test_classes = len(set(any_features.labels[any_features.role("test")].tolist()))
     k = min(settings["consistency_k"], test_classes - 1)
     if cpc and joints and k >= 1:
         document = consistency_document({view: sets[(cpc, view)] for view in views if (cpc, view) in sets},
@@ -195,43 +200,14 @@ def run_analyses(job: AnalyseJob) -> None:
     # soft alignment (Fig. 5/9) and nearest neighbours (Fig. 11) on the first view, for the
     # joint methods and CPC
     first_view = views[0]
-    for init in compared:
-        features = sets.get((init, first_view))
-        if features is None:
-            continue
-        pairs = ([tuple(pair) for pair in settings["alignment_pairs"]] if settings["alignment_pairs"] else
-                 figures.same_class_pairs(features, settings["alignment_pair_count"], settings["seed"]))
-        known = set(features.block_video_ids.tolist())
-        unknown = [video for pair in pairs for video in pair if video not in known]
-        if unknown:
-            raise ValueError(f"analysis.alignment_pairs: {', '.join(unknown)} are not test videos of split {job.split}")
-        stem = f"alignment_{init.replace('/', '_')}_{first_view}"
-        if not pairs:
-            index.skip("Soft alignment (Fig. 5/9)", f"Soft alignment, {init_label(init)}, {first_view}",
-                       f"not drawn: no two of the {test_count} test videos share a class")
-        else:
-            png, data = index.paths(stem, ".json")
-            figures.alignment_heatmaps(features, pairs, class_names, png, data, sigma=settings["alignment_sigma"])
-            index.add("Soft alignment (Fig. 5/9)", stem, ".json", f"Soft alignment, {init_label(init)}, {first_view}",
-                      "Cosine similarity of the 18 block features z' of one test video (rows) against another's "
-                      "(columns), each row rescaled to its own range (relative similarity) and smoothed with a "
-                      f"Gaussian of {settings['alignment_sigma']} blocks for display. The paper reads periodic "
-                      "actions and matching phases from such maps.")
-        if "rgb" in job.dataset["views"]:
-            queries = _one_query_per_class(features, settings["neighbour_queries"])
-            neighbours = nearest_neighbours([features], settings["neighbours"], queries=queries)
-            frame, close = _frame_reader(job.views_dir, rows)
-            stem = f"neighbours_{init.replace('/', '_')}_{first_view}"
-            png, data = index.paths(stem, ".json")
-            try:
-                figures.nearest_neighbour_figure(neighbours, frame, class_names, png, data)
-            finally:
-                close()
-            index.add("Nearest neighbours (Fig. 11)", stem, ".json",
-                      f"Nearest neighbours, {init_label(init)}, {first_view}",
-                      f"Test queries (left, framed) and their {settings['neighbours']} most similar train videos "
-                      f"by the cosine of their {first_view} features (middle frames shown); green titles share the "
-                      "query's class, red ones do not.")
+    with middle_frames(job.views_dir, rows) as frame:
+        for init in compared:
+            features = sets.get((init, first_view))
+            if features is None:
+                continue
+            _alignment(index, init, features, settings, class_names, test_count)
+            if "rgb" in job.dataset["views"]:
+                _neighbours(index, init, features, settings, class_names, frame)
 
     # training curves
     for kind in ("pretrain", "finetune"):
@@ -279,6 +255,44 @@ def _similarities(index: FigureIndex, view: str, panels: dict[str, FeatureSet], 
               "classes (orange), features mean-centred and L2-normalised. ROC AUC of telling them apart: "
               + ", ".join(f"{name} {'n/a (no same-class pair)' if auc is None else f'{auc:.3f}'}"
                           for name, auc in aucs.items()) + ".")
+
+
+def _alignment(index: FigureIndex, init: str, features: FeatureSet, settings: dict, class_names: list[str],
+               test_count: int) -> None:
+    title = f"Soft alignment, {init_label(init)}, {features.view}"
+    pairs = ([tuple(pair) for pair in settings["alignment_pairs"]] if settings["alignment_pairs"] else
+             figures.same_class_pairs(features, settings["alignment_pair_count"], settings["seed"]))
+    known = set(features.block_video_ids.tolist())
+    unknown = [video for pair in pairs for video in pair if video not in known]
+    if unknown:
+        # listed test videos (checked at planning) that the manifest excluded
+        raise ValueError(f"analysis.alignment_pairs: {', '.join(unknown)} are not usable test videos of split "
+                         f"{features.split} (see excluded.tsv)")
+    if not pairs:
+        index.skip("Soft alignment (Fig. 5/9)", title,
+                   f"not drawn: no two of the {test_count} test videos share a class")
+        return
+    stem = f"alignment_{init.replace('/', '_')}_{features.view}"
+    png, data = index.paths(stem, ".json")
+    figures.alignment_heatmaps(features, pairs, class_names, png, data, sigma=settings["alignment_sigma"])
+    index.add("Soft alignment (Fig. 5/9)", stem, ".json", title,
+              "Cosine similarity of the 18 block features z' of one test video (rows) against another's (columns), "
+              "each row rescaled to its own range (relative similarity) and smoothed with a Gaussian of "
+              f"{settings['alignment_sigma']} blocks for display. The paper reads periodic actions and matching "
+              "phases from such maps.")
+
+
+def _neighbours(index: FigureIndex, init: str, features: FeatureSet, settings: dict, class_names: list[str],
+                frame) -> None:
+    queries = _one_query_per_class(features, settings["neighbour_queries"])
+    neighbours = nearest_neighbours([features], settings["neighbours"], queries=queries)
+    stem = f"neighbours_{init.replace('/', '_')}_{features.view}"
+    png, data = index.paths(stem, ".json")
+    figures.nearest_neighbour_figure(neighbours, frame, class_names, png, data)
+    index.add("Nearest neighbours (Fig. 11)", stem, ".json", f"Nearest neighbours, {init_label(init)}, {features.view}",
+              f"Test queries (left, framed) and their {settings['neighbours']} most similar train videos by the "
+              f"cosine of their {features.view} features (middle frames shown); green titles share the query's "
+              "class, red ones do not.")
 
 
 def summary_text(summary: dict) -> str:

@@ -102,12 +102,13 @@ def _tsv_rows(path: str | os.PathLike) -> list[dict]:
         return list(csv.DictReader(handle, delimiter="\t"))
 
 
+TABLE = jinja2.Template("<table><tr>{% for cell in header %}<th>{{ cell }}</th>{% endfor %}</tr>"
+                        "{% for row in rows %}<tr>{% for cell in row %}<td>{{ cell }}</td>{% endfor %}</tr>"
+                        "{% endfor %}</table>", autoescape=True)
+
+
 def _table(header: list[str], rows: list[list]) -> str:
-    environment = jinja2.Environment(autoescape=True)
-    return environment.from_string(
-        "<table><tr>{% for cell in header %}<th>{{ cell }}</th>{% endfor %}</tr>"
-        "{% for row in rows %}<tr>{% for cell in row %}<td>{{ cell }}</td>{% endfor %}</tr>{% endfor %}</table>"
-    ).render(header=header, rows=rows)
+    return TABLE.render(header=header, rows=rows)
 
 
 def dataset_summary(job: ReportJob) -> str:

@@ -37,12 +37,6 @@ def normalized(features: np.ndarray) -> np.ndarray:
     return centred / (np.linalg.norm(centred, axis=1, keepdims=True) + 1e-8)
 
 
-def similarities(query: np.ndarray, gallery: np.ndarray) -> np.ndarray:
-    """Cosine similarities ``[Q, G]`` of normalized(query ``[Q, D]``) and normalized(gallery ``[G, D]``)."""
-    assert query.ndim == 2 and gallery.ndim == 2 and query.shape[1] == gallery.shape[1], (query.shape, gallery.shape)
-    return normalized(query) @ normalized(gallery).T
-
-
 def ranking(similarity: np.ndarray) -> np.ndarray:
     """Gallery indices ``[Q, G]`` per query, most similar first; ties keep the lower index first."""
     return np.argsort(-similarity, axis=1, kind="stable")
@@ -96,16 +90,22 @@ def _check_same_videos(init: str, feature_sets: list[FeatureSet]) -> None:
                              f"roles in the same order, so their similarities cannot be summed")
 
 
-def summed_similarities(feature_sets: list[FeatureSet]) -> tuple[np.ndarray, FeatureSet]:
-    """The sum over ``feature_sets`` (views of the same videos) of the query-gallery cosine
-    similarities ``[Q, G]``, and the first set (for its ids, labels and masks)."""
+def normalized_views(feature_sets: list[FeatureSet]) -> tuple[FeatureSet, list[tuple[np.ndarray, np.ndarray]]]:
+    """The first of ``feature_sets`` (views of the same videos; for its ids, labels and role
+    masks) and, per view, its normalized query ``[Q, D]`` and gallery ``[G, D]`` features."""
     if not feature_sets:
         raise ValueError("no feature set to compare")
     first = feature_sets[0]
     _check_same_videos(first.init, feature_sets)
     queries, gallery = _split_roles(first)
-    total = sum(similarities(features.context[queries], features.context[gallery]) for features in feature_sets)
-    return total, first
+    return first, [(normalized(features.context[queries]), normalized(features.context[gallery]))
+                   for features in feature_sets]
+
+
+def summed_similarities(views: list[tuple[np.ndarray, np.ndarray]], rows) -> np.ndarray:
+    """The cosine similarities ``[rows, G]`` of the queries ``rows`` (a slice or indices) to
+    the gallery, summed over the normalized ``views`` (normalized_views)."""
+    return sum(query[rows] @ gallery.T for query, gallery in views)
 
 
 # queries scored at once: a chunk's [chunk, G] similarities stay small for a Kinetics-size gallery
@@ -113,20 +113,15 @@ QUERY_CHUNK = 512
 
 
 def _retrieval_row(init: str, view: str, members: list[FeatureSet], ks) -> dict:
-    first = members[0]
-    _check_same_videos(init, members)
+    first, views = normalized_views(members)
     queries, gallery = _split_roles(first)
-    normalized_views = [(normalized(features.context[queries]), normalized(features.context[gallery]))
-                        for features in members]
     query_labels, gallery_labels = first.labels[queries], first.labels[gallery]
-    ranks = []
-    for start in range(0, int(queries.sum()), QUERY_CHUNK):
-        chunk = slice(start, start + QUERY_CHUNK)
-        similarity = sum(query[chunk] @ gallery_features.T for query, gallery_features in normalized_views)
-        ranks.append(first_match_ranks(similarity, query_labels[chunk], gallery_labels))
-    recall = recall_from_ranks(np.concatenate(ranks), int(gallery.sum()), ks)
+    ranks = [first_match_ranks(summed_similarities(views, slice(start, start + QUERY_CHUNK)),
+                               query_labels[start:start + QUERY_CHUNK], gallery_labels)
+             for start in range(0, len(query_labels), QUERY_CHUNK)]
+    recall = recall_from_ranks(np.concatenate(ranks), len(gallery_labels), ks)
     return {"init": init, "view": view, "recall": {str(k): value for k, value in recall.items()},
-            "num_queries": int(queries.sum()), "num_gallery": int(gallery.sum())}
+            "num_queries": len(query_labels), "num_gallery": len(gallery_labels)}
 
 
 def retrieval_document(feature_sets: dict[tuple[str, str], FeatureSet], ks=DEFAULT_KS) -> dict:
@@ -203,7 +198,7 @@ def nearest_neighbours(feature_sets: list[FeatureSet], k: int, queries: list[str
     index first), at most k neighbours."""
     if k < 1:
         raise ValueError(f"k = {k}: at least one neighbour is needed")
-    similarity, first = summed_similarities(feature_sets)
+    first, views = normalized_views(feature_sets)
     query_mask, gallery_mask = _split_roles(first)
     query_ids, query_labels = first.video_ids[query_mask], first.labels[query_mask]
     gallery_ids, gallery_labels = first.video_ids[gallery_mask], first.labels[gallery_mask]
@@ -215,8 +210,9 @@ def nearest_neighbours(feature_sets: list[FeatureSet], k: int, queries: list[str
         if unknown:
             raise ValueError(f"({first.init}, {first.view}): {unknown} are not test videos")
         chosen = [position[video_id] for video_id in queries]
-    order = ranking(similarity[chosen])[:, :k]  # [len(chosen), min(k, G)]
+    similarity = summed_similarities(views, chosen)  # [len(chosen), G]: only the queries asked for
+    order = ranking(similarity)[:, :k]  # [len(chosen), min(k, G)]
     return [{"query": str(query_ids[index]), "query_label": int(query_labels[index]),
              "neighbours": [{"video_id": str(gallery_ids[item]), "label": int(gallery_labels[item]),
-                             "similarity": float(similarity[index, item])} for item in ranked]}
-            for index, ranked in zip(chosen, order)]
+                             "similarity": float(row[item])} for item in ranked]}
+            for index, row, ranked in zip(chosen, similarity, order)]

@@ -362,8 +362,8 @@ class ClipDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def _reader(self, view: str, shard: str) -> ShardReader:
-        # h5py handles do not survive a fork: each worker process opens its own
+    def reader(self, view: str, shard: str) -> ShardReader:
+        """The open reader of a view shard, one per process: h5py handles do not survive a fork."""
         if self._pid != os.getpid():
             self._readers, self._pid = {}, os.getpid()
         key = (view, shard)
@@ -386,7 +386,7 @@ class ClipDataset(torch.utils.data.Dataset):
         sample = {"label": video.label_index, "video": video_index, "start": start}
         spec = self.spec
         for view in self.views:
-            frames = self._reader(view, video.shard).read_frames(video.video_id, indices)
+            frames = self.reader(view, video.shard).read_frames(video.video_id, indices)
             clip = augment(view, clip_tensor(view, frames), self.sizes[view], generator, self.augmentation,
                            self.color_jitter, self.center_crop)
             clip = normalize(view, clip, inplace=True)  # the clip augment made: no one else holds it

@@ -284,6 +284,16 @@ def check_training_split(dataset: dict, entries: list[VideoEntry], split: int, s
                        f"(official_splits: {dataset['official_splits']})")
 
 
+def check_alignment_pairs(dataset: dict, entries: list[VideoEntry], split: int) -> None:
+    """Before the analyses of ``split`` are planned: every video of ``analysis.alignment_pairs``
+    is a listed test video of that split. A DatasetError names the key and the videos."""
+    roles = {entry.video_id: entry.splits[split - 1] for entry in entries}
+    wrong = [video for pair in dataset["analysis"]["alignment_pairs"] or [] for video in pair
+             if roles.get(video) != "test"]
+    if wrong:
+        raise DatasetError(f"analysis.alignment_pairs: {', '.join(wrong)} are not listed test videos of split {split}")
+
+
 def shard_name(index: int) -> str:
     return f"{index:05d}"
 

@@ -41,7 +41,7 @@ class DeviceRgbClips:
         start = int(torch.randint(0, room + 1, (), generator=generator)) if room > 0 else 0
         indices = window_indices(video.num_frames, dataset.spec, start)
         first = int(indices.min())
-        raw = dataset._reader("rgb", video.shard).read_raw(video.video_id, first, int(indices.max()) + 1)
+        raw = dataset.reader("rgb", video.shard).read_raw(video.video_id, first, int(indices.max()) + 1)
         return generator, video_index, [torch.from_numpy(raw[index - first]) for index in indices.tolist()]
 
     def __call__(self, keys: list[tuple[int, int]]) -> dict:

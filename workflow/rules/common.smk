@@ -8,7 +8,7 @@ from pathlib import Path
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
 from cocon.config import check_training_inputs, load_dataset_config
-from cocon.data.datasets import DatasetError, assign_shards, check_training_split, list_videos
+from cocon.data.datasets import DatasetError, assign_shards, check_alignment_pairs, check_training_split, list_videos
 from cocon.experiments import (INIT_PATTERN, VIEW_SET_PATTERN, ExperimentError, analysis_inits, analysis_split,
                                finetune_inits, paper_cells, parse_init, pretrained_path, pretraining_split,
                                view_set_name)
@@ -283,6 +283,10 @@ def training_runs(dataset, split):
 def analyse_inputs(wildcards):
     check_analysis_split(wildcards)
     dataset = DATASETS[wildcards.dataset]
+    try:
+        check_alignment_pairs(dataset, listed_videos(wildcards.dataset), int(wildcards.split))
+    except DatasetError as error:
+        raise ValueError(f"{config_file(wildcards.dataset)}: {error}") from None
     return {"features": analysis_features(wildcards),
             "details": f"results/{wildcards.dataset}/split{wildcards.split}/finetune_details.json",
             "frames": view_shard_paths(wildcards.dataset, ["rgb"] if "rgb" in dataset["views"] else []),
