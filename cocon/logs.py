@@ -12,14 +12,15 @@ FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 
 
 @contextlib.contextmanager
-def stage_logging(log_path: str | Path | None):
-    """Send logging, and file descriptor 2 itself, to ``log_path`` for the stage's duration."""
+def stage_logging(log_path: str | Path | None, append: bool = False):
+    """Send logging, and file descriptor 2 itself, to ``log_path`` for the stage's duration;
+    ``append`` keeps what earlier runs wrote (a training job's stops and resumes)."""
     if log_path is None:
         logging.basicConfig(level=logging.INFO, format=FORMAT)
         yield
         return
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "w", buffering=1) as handle:
+    with open(log_path, "a" if append else "w", buffering=1) as handle:
         sys.stderr.flush()
         saved_stderr = os.dup(2)
         os.dup2(handle.fileno(), 2)
@@ -31,6 +32,8 @@ def stage_logging(log_path: str | Path | None):
         logging.captureWarnings(True)
         try:
             yield
+        except SystemExit:
+            raise  # a planned exit (a training job stopped on a signal) has logged why
         except BaseException:
             logging.getLogger("cocon").exception("stage failed")
             raise

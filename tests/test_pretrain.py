@@ -4,6 +4,7 @@ path, and non-finite losses."""
 import csv
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -156,7 +157,7 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tiny_views, tmp_path):
     assert epoch_at_kill < 3
     resumed = subprocess.run(_cli(tiny_views, killed, 4, workers=1), check=True, capture_output=True, text=True,
                              env=environment)
-    assert f"resuming from {state} after epoch {epoch_at_kill}" in resumed.stderr
+    assert re.search(rf"resuming at epoch {epoch_at_kill + 1}, step 0 of \d+ from {state}", resumed.stderr)
     expected, actual = checkpoints.load(straight / "rgb.pt"), checkpoints.load(killed / "rgb.pt")
     assert expected["model"].keys() == actual["model"].keys()
     for name, tensor in expected["model"].items():
@@ -173,9 +174,9 @@ def kill_after_epoch(monkeypatch, killed_epoch: int) -> None:
     """The next run dies right after saving the state of ``killed_epoch``."""
     save = checkpoints.save_training_state
 
-    def save_then_die(path, fingerprint, epoch, *args, **kwargs):
-        save(path, fingerprint, epoch, *args, **kwargs)
-        if epoch == killed_epoch:
+    def save_then_die(path, fingerprint, epoch, step, *args, **kwargs):
+        save(path, fingerprint, epoch, step, *args, **kwargs)
+        if epoch == killed_epoch and step == 0:
             raise Killed(f"killed after epoch {epoch}")
 
     monkeypatch.setattr(checkpoints, "save_training_state", save_then_die)
@@ -232,7 +233,7 @@ def test_a_kill_between_the_output_and_the_finished_mark_is_harmless(tiny_views,
     Path(cpc.output).unlink()
     caplog.clear()
     run_pretraining(cpc)
-    assert f"resuming from {last} after epoch 1" in caplog.text and "epochs 2..1" in caplog.text
+    assert f"resuming at epoch 2, step 0 of 2 from {last}" in caplog.text and "epochs 2..1" in caplog.text
     second = checkpoints.load(cpc.output)
     assert_same_weights(first["model"], second["model"])
     assert second["history"] == first["history"]
@@ -263,7 +264,7 @@ def test_a_forced_rerun_of_a_finished_joint_job_starts_over_and_resumes_after_a_
     # the killed forced run resumes: its own state, not the finished one
     caplog.clear()
     run_pretraining(cocon)
-    assert f"resuming from {last} after epoch 0" in caplog.text and "epochs 1..1" in caplog.text
+    assert f"resuming at epoch 1, step 0 of 2 from {last}" in caplog.text and "epochs 1..1" in caplog.text
     second = checkpoints.load(cocon.output)
     assert [row["epoch"] for row in second["history"]] == [0, 1]
     for view in ("rgb", "flow"):
