@@ -22,6 +22,7 @@ from cocon.data.clips import ClipDataset, ClipSpec, split_videos
 from cocon.data.manifest import read_manifest
 from cocon.train import checkpoints, pretrain
 from cocon.train.distributed import Runtime, setup, shutdown
+from cocon.train.preemption import TrainingStopped
 from cocon.train.pretrain import (
     METHODS, MultiViewDPC, NonFiniteLossError, PretrainJob, _losses, build_model, load_pretrained, run_pretraining,
     validation_batches, validation_metrics,
@@ -355,3 +356,82 @@ def test_distributed_loss_gradients_and_validation_equal_one_process(tiny_views)
             # the same sums in another order: equal up to float32 rounding
             error = (grads[name] - grad).norm() / grad.norm().clamp_min(1e-12)
             assert error < 1e-4, f"{name}: relative error {error:.2e}"
+
+
+def signal_at_training_step(monkeypatch, signum: int, at: int) -> None:
+    """A real ``signum`` to this process during training step ``at`` (counted over epochs from 0)."""
+    losses, steps = pretrain._losses, []
+
+    def losses_then_signal(*args, **kwargs):
+        result = losses(*args, **kwargs)
+        if torch.is_grad_enabled():   # a training step, not validation
+            if len(steps) == at:
+                os.kill(os.getpid(), signum)
+            steps.append(at)
+        return result
+
+    monkeypatch.setattr(pretrain, "_losses", losses_then_signal)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_views, tmp_path_factory):
+    """2 epochs of 4 steps with a loader worker, never stopped."""
+    out = tmp_path_factory.mktemp("uninterrupted")
+    cpc = job(tiny_views, out, "cpc", ["rgb"], epochs=2, batch_size=2, workers=1)
+    run_pretraining(cpc)
+    return checkpoints.load(cpc.output)
+
+
+@pytest.mark.parametrize("signum, at", [(signal.SIGUSR1, 0), (signal.SIGTERM, 3), (signal.SIGUSR1, 4)],
+                         ids=["first-step", "last-step-of-an-epoch", "first-step-of-the-next"])
+def test_a_signal_at_any_step_saves_a_state_that_resumes_to_the_same_weights(tiny_views, uninterrupted, tmp_path,
+                                                                             monkeypatch, caplog, signum, at):
+    caplog.set_level(logging.INFO, logger="cocon")
+    cpc = job(tiny_views, tmp_path, "cpc", ["rgb"], epochs=2, batch_size=2, workers=1)
+    last = Path(cpc.state_dir) / "last.pt"
+    signal_at_training_step(monkeypatch, signum, at)
+    with pytest.raises(TrainingStopped) as stopped:
+        run_pretraining(cpc)
+    monkeypatch.undo()
+    epoch, step = divmod(at + 1, 4)
+    if step == 0:   # the epoch's last step: its validation is still to run
+        epoch, step = epoch - 1, 4
+    name = signal.Signals(signum).name
+    assert stopped.value.exit_status == {"SIGUSR1": 75, "SIGTERM": 143}[name]
+    assert f"{name} received: saved the state at epoch {epoch}, step {step} of 4 to {last}" in caplog.text
+    state = checkpoints.load(last)
+    assert (state["epoch"], state["step"]) == (epoch - 1, step) and not Path(cpc.output).exists()
+    assert not last.with_name("last.pt.tmp").exists()
+    caplog.clear()
+    run_pretraining(cpc)
+    assert f"resuming at epoch {epoch}, step {step} of 4 from {last}" in caplog.text
+    resumed = checkpoints.load(cpc.output)
+    assert_same_weights(uninterrupted["model"], resumed["model"])
+    # the epochs' mean losses too: the sums of the steps before the stop were kept
+    assert [row["loss"] for row in resumed["history"]] == [row["loss"] for row in uninterrupted["history"]]
+    assert [row["val_loss"] for row in resumed["history"]] == [row["val_loss"] for row in uninterrupted["history"]]
+
+
+def test_step_checkpoints_cover_a_kill_without_a_signal(tiny_views, uninterrupted, tmp_path, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="cocon")
+    # a step checkpoint after every step; the job dies (no signal) right after the one of epoch 1, step 2
+    cpc = job(tiny_views, tmp_path, "cpc", ["rgb"], epochs=2, batch_size=2, workers=1, checkpoint_minutes=1e-6)
+    save = checkpoints.save_training_state
+
+    def save_then_die(path, fingerprint, epoch, step, *args, **kwargs):
+        save(path, fingerprint, epoch, step, *args, **kwargs)
+        if (epoch, step) == (0, 2):
+            raise Killed("killed after a step checkpoint")
+
+    monkeypatch.setattr(checkpoints, "save_training_state", save_then_die)
+    with pytest.raises(Killed):
+        run_pretraining(cpc)
+    monkeypatch.undo()
+    assert "step checkpoint: epoch 1, step 1 of 4" in caplog.text
+    # a half-written checkpoint of a kill during the next save is never read
+    last = Path(cpc.state_dir) / "last.pt"
+    last.with_name("last.pt.tmp").write_bytes(last.read_bytes()[:1000])
+    caplog.clear()
+    run_pretraining(job(tiny_views, tmp_path, "cpc", ["rgb"], epochs=2, batch_size=2, workers=1))
+    assert f"resuming at epoch 1, step 2 of 4 from {last}" in caplog.text
+    assert_same_weights(uninterrupted["model"], checkpoints.load(cpc.output)["model"])
