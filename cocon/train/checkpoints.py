@@ -48,6 +48,14 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:
         raise ValueError(f"{path}: not a readable checkpoint ({error})") from error
 
 
+def fingerprint_settings(settings: dict) -> dict:
+    """The settings of a training section that its state depends on: not how often the state
+    is saved nor how long a collective waits; nodes only beyond one (so that a state written
+    before the key existed still resumes)."""
+    skipped = {"checkpoint_minutes", "collective_timeout"} | ({"nodes"} if settings.get("nodes", 1) == 1 else set())
+    return {key: value for key, value in settings.items() if key not in skipped}
+
+
 def save_training_state(path, fingerprint: str, epoch: int, step: int, model, optimizer, scheduler,
                         history: list[dict], runtime: Runtime, local: dict | None = None, **extra) -> None:
     """Everything a stopped run needs to go on exactly as if never stopped: the state after

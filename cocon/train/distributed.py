@@ -39,14 +39,15 @@ class PeerLostError(RuntimeError):
     """A collective failed: another process died, hangs, or cannot be reached."""
 
 
-def setup(gpus: int, timeout_s: float = 300) -> Runtime:
+def setup(gpus: int, timeout_s: float = 300, key: str = "pretrain.gpus") -> Runtime:
     """Join the process group torchrun set up (WORLD_SIZE > 1), else run alone; CUDA when
-    ``gpus`` > 0 (NCCL), else CPU (gloo). Collectives wait at most ``timeout_s`` seconds."""
+    ``gpus`` (the config ``key``) > 0 (NCCL), else CPU (gloo). Collectives wait at most
+    ``timeout_s`` seconds."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     if gpus > 0:
         if not torch.cuda.is_available():
-            raise RuntimeError(f"gpus is {gpus} but CUDA is not available on this machine")
+            raise RuntimeError(f"{key} is {gpus} but CUDA is not available on this machine")
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local_rank)
         device = torch.device("cuda", local_rank)
@@ -81,6 +82,15 @@ def average(value: float, runtime: Runtime) -> float:
     return float(tensor.item()) / runtime.world_size
 
 
+def average_tensors(tensors: list[torch.Tensor], runtime: Runtime) -> None:
+    """Replace each of ``tensors`` in place by its mean over all processes."""
+    if not runtime.distributed:
+        return
+    for tensor in tensors:
+        dist.all_reduce(tensor)
+        tensor /= runtime.world_size
+
+
 def agree(flags: list[int], runtime: Runtime) -> list[int]:
     """The element-wise maximum of ``flags`` over all processes (on the host, no device sync)."""
     if not runtime.distributed:
@@ -96,6 +106,15 @@ def gather_objects(value, runtime: Runtime) -> list | None:
         return [value]
     values = [None] * runtime.world_size if runtime.is_main else None
     dist.gather_object(value, values, dst=0, group=runtime.control)
+    return values
+
+
+def all_gather_objects(value, runtime: Runtime) -> list:
+    """Every process's ``value`` (picklable), in rank order, on every process."""
+    if not runtime.distributed:
+        return [value]
+    values = [None] * runtime.world_size
+    dist.all_gather_object(values, value, group=runtime.control)
     return values
 
 

@@ -160,13 +160,6 @@ def run_pretraining(job: PretrainJob) -> None:
         shutdown(runtime)
 
 
-def fingerprint_settings(settings: dict) -> dict:
-    """The settings a training state depends on: not how often it is saved nor how long a
-    collective waits; nodes only beyond one (a state written before the key existed resumes)."""
-    skipped = {"checkpoint_minutes", "collective_timeout"} | ({"nodes"} if settings.get("nodes", 1) == 1 else set())
-    return {key: value for key, value in settings.items() if key not in skipped}
-
-
 def _checked_validation_batches(val_videos: list[VideoRef], num_training_videos: int, spec: ClipSpec, settings: dict,
                                 runtime: Runtime) -> list[list[int]]:
     """The validation batches (``validation_batches``), or a clear error, before any training,
@@ -195,7 +188,7 @@ def _train(job: PretrainJob, settings: dict, method: dict, runtime: Runtime, sig
     videos, val_videos, _ = split_videos(job.manifest, job.split, settings["val_fraction"], settings["seed"])
     val_batches = _checked_validation_batches(val_videos, len(videos), spec, settings, runtime)
     epochs = job.epochs or settings["cocon_epochs" if method["joint"] else "cpc_epochs"]
-    fingerprint = config_hash({"pretrain": fingerprint_settings(settings), "method": job.method, "views": job.views, "epochs": epochs,
+    fingerprint = config_hash({"pretrain": checkpoints.fingerprint_settings(settings), "method": job.method, "views": job.views, "epochs": epochs,
                                "init": job.init, "split": job.split})
     models = {view: build_model(settings, view) for view in job.views}
     if job.init:
