@@ -6,10 +6,11 @@ and two pretraining jobs stopped inside an epoch, one by `scontrol requeue`, one
 `scancel --signal=USR1` (the profile's time-limit warning), that resume there and finish
 with an uninterrupted run's weights.
 
-The fixture installs slurmctld, slurmd, slurm-client and munge where they are missing,
-writes /etc/slurm/slurm.conf (the jobstep plugin strips SLURM_CONF, so the config must live
-there), starts munged, slurmctld and slurmd, and stops them by PID afterwards. The tests
-skip, saying why, where not root or where SLURM cannot be installed."""
+The fixture installs slurmctld, slurmd, slurm-client and munge where they are missing
+(.ci/run installs them first), writes /etc/slurm/slurm.conf (the jobstep plugin strips
+SLURM_CONF, so the config must live there), starts munged, slurmctld and slurmd, and stops
+them by PID afterwards. The tests skip, saying why, where not root or where SLURM cannot
+be installed or started; in CI (CI set, as .ci/run runs) they fail instead."""
 import json
 import os
 import re
@@ -89,15 +90,20 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 """
 
 
+def _cannot_run(why: str):
+    """Skip, saying why; in CI, where the SLURM tests must run, fail."""
+    (pytest.fail if os.environ.get("CI") else pytest.skip)(f"SLURM tests: {why}")
+
+
 @pytest.fixture(scope="module")
 def slurm():
     why = _install()
     if why:
-        pytest.skip(why)
+        _cannot_run(why)
     if SLURM_CONF.exists() and "tests/test_slurm.py" not in SLURM_CONF.read_text():
-        pytest.skip(f"{SLURM_CONF} exists and was not written by this test: not touching a real cluster")
+        _cannot_run(f"{SLURM_CONF} exists and was not written by this test: not touching a real cluster")
     if _run("pgrep", "-x", "slurmctld", check=False).returncode == 0:
-        pytest.skip("a slurmctld is already running on this machine")
+        _cannot_run("a slurmctld is already running on this machine")
     host = socket.gethostname().split(".")[0]
     for folder in ("/etc/slurm", "/var/lib/slurm/slurmctld", "/var/lib/slurm/slurmd", "/var/log/slurm",
                    "/run/munge", "/var/lib/munge", "/var/log/munge"):
