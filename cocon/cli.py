@@ -121,7 +121,7 @@ def cmd_features(args) -> None:
 def cmd_retrieval(args) -> None:
     from cocon.analysis.retrieval import write_retrieval
 
-    document = write_retrieval(args.features, args.ks, args.json, args.markdown)
+    document = write_retrieval(args.features, args.ks, args.json, args.markdown, memory_mb=args.memory_mb)
     print(f"wrote {args.json}: {len(document['rows'])} rows")
 
 
@@ -300,6 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
                   "fused over each initialisation's views", dataset=False)
     sub.add_argument("features", nargs="+", help="features files (.npz) of `cocon features`")
     sub.add_argument("--ks", type=int, nargs="+", default=[1, 5, 10, 20, 50], help="k of R@k")
+    sub.add_argument("--memory-mb", type=float, default=256,
+                     help="working memory of the query chunks (analysis.memory_mb)")
     sub.add_argument("--json", required=True)
     sub.add_argument("--markdown", required=True)
 
