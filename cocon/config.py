@@ -84,6 +84,13 @@ def check_consistency(config: dict, source: str) -> None:
         errors.append(f"pretrain.pred_steps: {pretrain['pred_steps']} must be less than pretrain.num_blocks "
                       f"({pretrain['num_blocks']}): the model predicts the last pred_steps blocks of a clip "
                       "from the blocks before them")
+    if config["layout"] == "demo":
+        from cocon.data.demo import CLASS_SETS
+
+        demo = config["demo"]
+        if demo["num_classes"] > len(CLASS_SETS[demo["classes"]]):
+            errors.append(f"demo.num_classes: {demo['num_classes']}, but the {demo['classes']!r} class set has "
+                          f"{len(CLASS_SETS[demo['classes']])} classes")
     analysed = config["analysis"]["split"]
     if analysed is not None and analysed not in config["official_splits"]:
         errors.append(f"analysis.split: split {analysed} is not one of official_splits {config['official_splits']}")

@@ -310,7 +310,7 @@ def test_consistency_of_raw_class_means_differs_from_centred_ones():
     table = consistency_markdown(document)
     assert "| consistent neighbours (of 1) | CPC, raw | cocon/rgb+flow, raw | CPC, centred | cocon/rgb+flow, centred |" \
         in table
-    assert "| at least 1 | 4 | 4 | 3 | 3 |" in table and "raw cosine (the paper's)" in table
+    assert "| at least 1 | 4 | 4 | 3 | 3 |" in table and "the mean of the raw features (the paper's)" in table
     with pytest.raises(ValueError, match="unknown cosine variant 'mean'"):
         class_means(rgb, variant="mean")
 

@@ -225,7 +225,8 @@ def test_demo_report_holds_every_analysis_and_loads_in_chromium(demo_run):
     assert "no two of the 3 test videos share a class" in text
     # the paper's quantities by default, and named as such
     assert "the raw cosine of the pooled context features, as the paper&#39;s Fig. 10" in text
-    assert "raw cosine (the paper&#39;s)" in text and "centred" not in (analysis / "consistency.md").read_text()
+    consistency = (analysis / "consistency.md").read_text()
+    assert "the mean of the raw features (the paper's)" in consistency and "centred" not in consistency
     for heading in ("The paper&#39;s tables", "Fine-tuning", "Nearest-neighbour retrieval", "Linear probe",
                     "Class consistency", "Dataset", "Views of a few test videos"):
         assert heading in text, heading

@@ -13,7 +13,7 @@ import numpy as np
 from sklearn.metrics.pairwise import cosine_similarity
 
 from cocon.analysis.features import FeatureSet
-from cocon.analysis.pairs import VARIANTS, variant_label
+from cocon.analysis.pairs import VARIANTS
 from cocon.analysis.retrieval import normalized
 
 
@@ -121,9 +121,11 @@ def consistency_markdown(document: dict) -> str:
     of every class where either has one (the paper's Table 4); with two class-mean variants,
     their columns side by side, each labelled."""
     k, variants = document["k"], document["variants"]
-    lines = ["Class means compared by " + " and by ".join(
-        f"{variant_label(variant)} ({'the mean of the raw features' if variant == 'raw' else 'the mean of the features centred over the test videos and L2-normalised'})"
-        for variant in variants) + "; a consistent neighbour is among the k nearest classes in every view.", ""]
+    described = {"raw": "the mean of the raw features (the paper's)",
+                 "centred": "the mean of the features centred over the test videos and L2-normalised"}
+    lines = ["Class means: " + "; and, labelled centred, ".join(described[variant] for variant in variants)
+             + ". Classes are compared by the cosine of their means; a consistent neighbour is among the k nearest "
+               "classes in every view.", ""]
     tag = (lambda variant: f", {variant}") if len(variants) > 1 else (lambda variant: "")
     for entry in document["inits"]:
         init = entry["init"]

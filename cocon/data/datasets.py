@@ -187,7 +187,8 @@ def list_demo(demo_config: dict, test_fraction: float) -> list[VideoEntry]:
     from cocon.data.demo import demo_video_names
 
     relpaths_by_label: dict[str, list[str]] = {}
-    for label, stem in demo_video_names(demo_config["num_classes"], demo_config["videos_per_class"]):
+    for label, stem in demo_video_names(demo_config["num_classes"], demo_config["videos_per_class"],
+                                        demo_config["classes"]):
         relpaths_by_label.setdefault(label, []).append(f"{label}/{stem}.avi")
     return _entries_from_class_folders(relpaths_by_label, test_fraction)
 
