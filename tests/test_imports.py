@@ -1,7 +1,7 @@
 """Frames and flow imported from the trees other tools write, compared with our own stages.
 
-One module fixture runs the real manifest, frames and flow stages on short copies of the five
-real UCF101 clips (their first 12 frames) and computes their TV-L1 flow once; each test
+One module fixture runs the real manifest, frames and flow stages (TV-L1 with fewer warps and
+scales, for time) on short copies of the five real UCF101 clips (their first 10 frames) and computes their TV-L1 flow once; each test
 writes those frames and flows as one tool would (tests/trees.py), imports the tree, and checks
 the shards frame by frame against what the tree holds at that decoded frame, and against the
 flow stage's own shards."""
@@ -27,7 +27,7 @@ from cocon.views.frames import extract_frames
 from tests.conftest import run_snakemake, workflow_config, write_yaml
 from tests.trees import quantize, write_tree
 
-FRAMES = 12
+FRAMES = 10
 SHORT_SIDE = 48
 COCON = str(Path(sys.executable).with_name("cocon"))
 # the JPEG settings each tool writes its images with (cv2.imencode's default quality is 95)
@@ -47,7 +47,7 @@ def dataset_yaml(folder: Path, name: str, ucf_splits: Path, frames: str = "", fl
         min_usable_fraction: 0.0   # five of the listed clips are here
         shard_size: 1000
         frames: {{short_side: {SHORT_SIDE}{frames}}}
-        flow: {{method: tvl1{flow}}}
+        flow: {{method: tvl1, tvl1: {{warps: 2, nscales: 3}}{flow}}}
     """) + extra)
 
 
@@ -98,7 +98,7 @@ def import_tree(reference, tmp_path, layout, name="imported", videos=None, **opt
             if row.video_id in reference.videos]
     if any(row.ok for row in rows):
         extract_frames(config, out / "manifest.tsv", "00000", out / "views" / "rgb" / "00000.h5")
-        extract_flow(config, out / "views" / "rgb" / "00000.h5", out / "views" / "flow" / "00000.h5", 2)
+        extract_flow(config, out / "views" / "rgb" / "00000.h5", out / "views" / "flow" / "00000.h5")
     return out, rows, imports
 
 
@@ -132,7 +132,7 @@ CASES = [("denseflow", {}), ("tsn", {}), ("tsn", {"bound": 15}), ("twostream", {
 @pytest.mark.parametrize("layout, options", CASES, ids=[f"{layout}{''.join(f'-{k}' for k in o)}" for layout, o in CASES])
 def test_an_imported_tree_is_the_flow_stage_at_the_same_moment(reference, tmp_path, layout, options):
     out, rows, _ = import_tree(reference, tmp_path, layout, **options)
-    # TSN's trees lack decoded frame 0: 11 frames from frame 1; the others start at frame 0
+    # TSN's trees lack decoded frame 0: 9 frames from frame 1; the others start at frame 0
     first = 1 if layout == "tsn" else 0
     assert [row.status for row in rows] == ["ok"] * 5
     assert {row.num_frames for row in rows} == {FRAMES - first} and {row.fps for row in rows} == {0.0}
@@ -207,8 +207,8 @@ def test_bad_trees_exclude_their_videos_with_the_reason(reference, tmp_path):
         return tree / reference.videos[video_id][0] / video_id
 
     (folder("v_PushUps_g02_c03") / "flow_x_00003.jpg").unlink()
-    for name in ("flow_x_00011.jpg", "flow_y_00011.jpg"):
-        (folder("v_Shotput_g05_c02") / name).write_bytes((folder("v_Shotput_g05_c02") / "flow_x_00010.jpg").read_bytes())
+    for name in ("flow_x_00009.jpg", "flow_y_00009.jpg"):
+        (folder("v_Shotput_g05_c02") / name).write_bytes((folder("v_Shotput_g05_c02") / "flow_x_00008.jpg").read_bytes())
     image = folder("v_HeadMassage_g02_c05") / "img_00004.jpg"
     image.write_bytes(image.read_bytes()[:len(image.read_bytes()) // 2])
     (folder("v_ApplyEyeMakeup_g01_c01") / "flow_y_00002.jpg").write_bytes(b"")
@@ -221,9 +221,9 @@ def test_bad_trees_exclude_their_videos_with_the_reason(reference, tmp_path):
     assert excluded == {
         "v_PushUps_g02_c03": f"misaligned: {folder('v_PushUps_g02_c03')}: flow_x_00003.jpg missing "
                              "(flow_y_00003.jpg present)",
-        "v_Shotput_g05_c02": f"misaligned: {folder('v_Shotput_g05_c02')}: 1 flow too many: 12 frames (decoded 0..11) "
-                             "have 11 flows, flow_x_00000.jpg..flow_x_00010.jpg, and the tree goes on to "
-                             "flow_x_00011.jpg",
+        "v_Shotput_g05_c02": f"misaligned: {folder('v_Shotput_g05_c02')}: 1 flow too many: 10 frames (decoded 0..9) "
+                             "have 9 flows, flow_x_00000.jpg..flow_x_00008.jpg, and the tree goes on to "
+                             "flow_x_00009.jpg",
         "v_HeadMassage_g02_c05": "unreadable: img_00004.jpg is a truncated JPEG (no end-of-image marker)",
         "v_ApplyEyeMakeup_g01_c01": "empty: flow_y_00002.jpg is a zero-byte file",
     }
@@ -313,12 +313,12 @@ def test_import_views_and_show_beside_without_snakemake(reference, tmp_path):
     imports = write_tree("memdpc", tmp_path / "tree", reference.videos)
     config = dataset_yaml(tmp_path, "cli", reference.splits, frames=f", import: {imports['frames']}",
                           flow=f", import: {imports['flow']}", extra="views: [rgb, flow]\n")
-    result = subprocess.run([COCON, "import-views", "--dataset", str(config), "--out", str(tmp_path / "out"),
-                             "--threads", "2"], capture_output=True, text=True)
+    result = subprocess.run([COCON, "import-views", "--dataset", str(config), "--out", str(tmp_path / "out")],
+                            capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert "5 of " in result.stdout and (tmp_path / "out" / "views" / "flow" / "00000.h5").is_file()
-    result = subprocess.run([COCON, "verify", str(tmp_path / "out" / "views")], capture_output=True, text=True)
-    assert result.returncode == 0 and "2 shards, 10 videos" in result.stdout
+    assert "5 of " in result.stdout
+    verification = verify_shards(sorted((tmp_path / "out" / "views").rglob("*.h5")))
+    assert verification.damage == [] and (verification.shards, verification.videos) == (2, 10)
     sheet = tmp_path / "beside.png"
     result = subprocess.run([COCON, "show", "--views", str(tmp_path / "out" / "views"), "--manifest",
                              str(tmp_path / "out" / "manifest.tsv"), "--video", "v_PushUps_g02_c03", "--out", str(sheet),
@@ -334,31 +334,34 @@ def test_import_views_and_show_beside_without_snakemake(reference, tmp_path):
 
 @pytest.mark.e2e
 def test_dag_from_each_layout_to_finetune_json(reference, tmp_path):
-    """A dataset per layout, given as trees only (no videos), through the DAG to finetune.json;
-    the memdpc one with pose and seg computed from its imported frames."""
+    """A dataset per layout, given as trees only (no videos), through the DAG to finetune.json
+    (fine-tuning its flow view); and pose and seg computed from a tree's imported frames."""
     tiny = ("pretrain: {width: 0.125, num_blocks: 4, pred_steps: 1, block_length: 2, frame_stride: 2, "
-            "input_size: {rgb: 32, flow: 32, pose: 16, seg: 16}, batch_size: 2, workers: 0, gpus: 0}\n"
+            "input_size: {rgb: 32, flow: 32, pose: 16, seg: 16}}\n"
             "finetune: {inits: [random], epochs: 1, milestones: [1], batch_size: 2, workers: 0, gpus: 0, "
-            "val_fraction: 0.34}\nofficial_splits: [3]\npose: {short_side: 24}\nseg: {short_side: 24}\n")
+            "val_fraction: 0.34, bn_batches: 1}\nofficial_splits: [3]\npose: {short_side: 24}\nseg: {short_side: 24}\n")
     files = {}
     for layout in LAYOUTS:
         imports = write_tree(layout, tmp_path / "trees" / layout, reference.videos)
-        views = "[rgb, flow, pose, seg]" if layout == "memdpc" else "[rgb, flow]"
-        path = dataset_yaml(tmp_path, layout, reference.splits, frames=f", import: {imports['frames']}",
-                            flow=f", import: {imports['flow']}", extra=tiny + f"views: {views}\n")
-        files[layout] = path.name
-    config = workflow_config(tmp_path, files, list(files))
-    run_snakemake(tmp_path, *[f"results/{layout}/finetune.json" for layout in LAYOUTS], "--configfile", str(config))
+        files[layout] = dataset_yaml(tmp_path, layout, reference.splits, frames=f", import: {imports['frames']}",
+                                     flow=f", import: {imports['flow']}", extra=tiny + "views: [flow]\n").name
+        if layout == "memdpc":
+            files["all_views"] = dataset_yaml(tmp_path, "all_views", reference.splits,
+                                              frames=f", import: {imports['frames']}", flow=f", import: {imports['flow']}",
+                                              extra=tiny).name
+    config = workflow_config(tmp_path, files, list(LAYOUTS))
+    targets = [f"results/{layout}/finetune.json" for layout in LAYOUTS]
+    run_snakemake(tmp_path, *targets, "results/all_views/views.tsv", "--configfile", str(config))
     for layout in LAYOUTS:
         document = json.loads((tmp_path / "results" / layout / "finetune.json").read_text())
-        views = {row["view"] for row in document["results"]}
-        assert views == ({"rgb", "flow", "pose", "seg", "ensemble"} if layout == "memdpc" else {"rgb", "flow", "ensemble"})
-        assert {row["num_test_videos"] for row in document["results"]} == {1}
-    with ShardReader(tmp_path / "results" / "memdpc" / "views" / "pose" / "00000.h5") as pose:
+        assert {(row["view"], row["num_test_videos"]) for row in document["results"]} == {("flow", 1), ("ensemble", 1)}
+    views = (tmp_path / "results" / "all_views" / "views.tsv").read_text()
+    assert all(f"{view}\t00000\t5\t" in views for view in ("rgb", "flow", "pose", "seg"))
+    with ShardReader(tmp_path / "results" / "all_views" / "views" / "pose" / "00000.h5") as pose:
         assert pose.read("v_PushUps_g02_c03").shape == (FRAMES, 17, 24, 32)
-    # the DAG tracks each shard's tree folders: a folder that changes reruns its frames and what follows
-    plan = run_snakemake(tmp_path, "results/denseflow/finetune.json", "--configfile", str(config), "-n")
+    # the DAG tracks each shard's tree folders: a folder that changes reruns the shard's frames and flow
+    plan = run_snakemake(tmp_path, *targets, "--configfile", str(config), "-n")
     assert "Nothing to be done" in plan.stdout + plan.stderr
-    (tmp_path / "trees" / "denseflow" / "PushUps" / "v_PushUps_g02_c03" / "spare.txt").write_text("")
-    plan = run_snakemake(tmp_path, "results/denseflow/finetune.json", "--configfile", str(config), "-n")
-    assert "rule frames:" in plan.stdout and "rule flow:" in plan.stdout
+    (tmp_path / "trees" / "denseflow" / "PushUps" / "v_PushUps_g02_c03" / "notes.txt").write_text("")
+    plan = run_snakemake(tmp_path, *targets, "--configfile", str(config), "-n")
+    assert "rule frames:" in plan.stdout and "rule flow:" in plan.stdout and "wildcards: dataset=denseflow" in plan.stdout
