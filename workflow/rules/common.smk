@@ -121,8 +121,13 @@ def dataset_params(dataset, *sections):
     # every job of a dataset passes here: its folders and split files are checked before any job runs
     listed_videos(dataset)
     ds = DATASETS[dataset]
-    return {key: value for key, value in ds.items()
-            if key not in PLANNING_KEYS and (key not in STAGE_SECTIONS or key in sections)}
+    params = {key: value for key, value in ds.items()
+              if key not in PLANNING_KEYS and (key not in STAGE_SECTIONS or key in sections)}
+    # an import that is not set is left out, so that results made before the key existed are not rerun
+    for section in ("frames", "flow"):
+        if section in params and params[section].get("import") is None:
+            params[section] = {key: value for key, value in params[section].items() if key != "import"}
+    return params
 
 
 def config_file(dataset):
