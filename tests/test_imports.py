@@ -298,7 +298,9 @@ def test_import_settings_are_checked_before_any_job(tmp_path, reference):
     # no videos: root may be left out when the frames are imported, and the tree must then exist
     with pytest.raises(ConfigError, match="'root' is a required property"):
         load_dataset_config(dataset_yaml(tmp_path, "no_root", reference.splits))
-    config = load_dataset_config(dataset_yaml(tmp_path, "no_tree", reference.splits,
+    with pytest.raises(ConfigError, match="root: None is not of type 'string'"):
+        load_dataset_config(dataset_yaml(tmp_path, "null_root", reference.splits, extra="root: null\n"))
+    config = load_dataset_config(dataset_yaml(tmp_path, "no_tree", reference.splits, extra="root: null\n",
                                               frames=f", import: {{layout: memdpc, root: {tmp_path / 'none'}}}"))
     with pytest.raises(DatasetError, match=f"frames.import.root: {tmp_path / 'none'}: folder not found"):
         list_videos(config)
