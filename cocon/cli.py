@@ -62,7 +62,23 @@ def cmd_derived_view(args) -> None:
 def cmd_show(args) -> None:
     from cocon.views.show import contact_sheet
 
-    print(contact_sheet(args.views, args.manifest, args.video, args.out, args.rows))
+    beside = None
+    if args.beside:
+        beside = (args.beside, args.beside_manifest or str(Path(args.beside).parent / "manifest.tsv"))
+    print(contact_sheet(args.views, args.manifest, args.video, args.out, args.rows, beside=beside,
+                        titles=tuple(args.titles) if args.titles else None))
+
+
+def cmd_import_views(args) -> None:
+    from cocon.views.imports import import_views
+
+    dataset = _dataset(args)
+    if not (dataset["frames"]["import"] or dataset["flow"]["import"]):
+        raise ConfigError(f"{args.dataset}: neither frames.import nor flow.import is set: nothing to import "
+                          "(`cocon frames` and `cocon flow` decode videos and compute flow)")
+    counts = import_views(dataset, args.out, args.threads)
+    print(f"wrote {args.out}/manifest.tsv ({counts['usable']} of {counts['videos']} listed videos usable; the others "
+          f"are in excluded.tsv) and views/rgb, views/flow: {counts['shards']} shards each")
 
 
 def _view_paths(pairs: list[str] | None, option: str) -> dict[str, str]:
@@ -361,6 +377,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--video", required=True, help="video id, e.g. v_PushUps_g02_c03")
     sub.add_argument("--out", required=True, help="output PNG")
     sub.add_argument("--rows", type=int, default=6, help="frames shown")
+
+    sub.add_argument("--beside", metavar="VIEWS", help="a second views folder of the same video (e.g. computed "
+                     "views beside imported ones), drawn to the right at the same decoded frames")
+    sub.add_argument("--beside-manifest", help="the manifest of --beside (default: manifest.tsv beside that folder)")
+    sub.add_argument("--titles", nargs=2, metavar=("LEFT", "RIGHT"), help="titles of the two sheets (with --beside)")
+
+    sub = command("import-views", cmd_import_views, "the manifest, rgb and flow view shards of a dataset whose "
+                  "frames.import / flow.import name trees of existing frames and flow (mmaction2/denseflow, TSN, "
+                  "two-stream, MemDPC, CoCLR LMDB), as the workflow's rules make them")
+    sub.add_argument("--out", required=True, help="output folder: manifest.tsv, excluded.tsv, views/{rgb,flow}/")
+    sub.add_argument("--threads", type=int, default=1, help="processes (videos probed and converted in parallel)")
 
     sub = command("inspect", cmd_inspect, "print a view shard's attributes and videos as JSON", dataset=False)
     sub.add_argument("shard", help="a view shard (.h5)")

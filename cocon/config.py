@@ -94,11 +94,29 @@ def check_consistency(config: dict, source: str) -> None:
     analysed = config["analysis"]["split"]
     if analysed is not None and analysed not in config["official_splits"]:
         errors.append(f"analysis.split: split {analysed} is not one of official_splits {config['official_splits']}")
+    errors += _import_errors(config)
     weights = config["finetune"]["ensemble_weights"]
     if not any(weights[view] for view in config["views"]):
         errors.append(f"finetune.ensemble_weights: every view of `views` ({', '.join(config['views'])}) has "
                       "weight 0, so the ensemble would give every class the same score")
     _report(errors, source)
+
+
+def _import_errors(config: dict) -> list[str]:
+    """The bound of a flow import, where its layout fixes it or cannot hold it."""
+    settings = config["flow"].get("import")
+    if not settings or "bound" not in settings:
+        return []
+    from cocon.data.trees import DEFAULT_BOUND, FIXED_BOUND_LAYOUTS, MINMAX
+
+    layout, bound = settings["layout"], settings["bound"]
+    if layout in FIXED_BOUND_LAYOUTS and bound != DEFAULT_BOUND:
+        return [f"flow.import.bound: {bound}: the {layout} layout's script quantises with a fixed bound of "
+                f"{DEFAULT_BOUND}; remove the key"]
+    if bound == MINMAX and layout != "twostream":
+        return [f"flow.import.bound: minmax: only the twostream layout stores per-flow min-max flow (with its "
+                f".bin files); {layout} trees have a fixed bound (a number)"]
+    return []
 
 
 def stored_short_side(config: dict, view: str) -> tuple[int, str]:

@@ -206,9 +206,21 @@ LISTERS = {
 def check_folders(dataset: dict) -> None:
     """The folders and files a dataset config names exist; a DatasetError names the key.
 
-    The demo's root is generated, so only the other layouts' root must exist."""
-    if dataset["layout"] != "demo" and not Path(dataset["root"]).is_dir():
+    The demo's root is generated, so only the other layouts' root must exist; where the
+    frames are imported, videos are optional, and their import tree must exist instead."""
+    from cocon.data.trees import TreeError, check_root
+
+    frames_import = dataset.get("frames", {}).get("import")
+    if dataset["layout"] != "demo" and (dataset.get("root") or not frames_import) \
+            and not Path(dataset["root"]).is_dir():
         raise DatasetError(f"root: {dataset['root']}: folder not found")
+    for section in ("frames", "flow"):
+        settings = dataset.get(section, {}).get("import")
+        if settings:
+            try:
+                check_root(settings, f"{section}.import")
+            except TreeError as error:
+                raise DatasetError(str(error)) from None
     if dataset["layout"] in ("ucf101", "hmdb51") and not Path(dataset["splits"]).is_dir():
         raise DatasetError(f"splits: {dataset['splits']}: folder not found")
     if dataset["layout"] == "kinetics400":

@@ -9,6 +9,7 @@ from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
 from cocon.config import check_training_inputs, load_dataset_config
 from cocon.data.datasets import DatasetError, assign_shards, check_alignment_pairs, check_training_split, list_videos
+from cocon.data.trees import series_inputs
 from cocon.experiments import (INIT_PATTERN, VIEW_SET_PATTERN, ExperimentError, analysis_inits, analysis_split,
                                finetune_inits, paper_cells, parse_init, pretrained_path, pretraining_split,
                                view_set_name)
@@ -63,7 +64,34 @@ def listed_videos(dataset):
 @cache
 def shards(dataset):
     """Shard names of a dataset, planned from its split files or folders without opening a video."""
-    return sorted(assign_shards(listed_videos(dataset), DATASETS[dataset]["shard_size"]))
+    return sorted(shard_members(dataset))
+
+
+@cache
+def shard_members(dataset):
+    """Shard name -> its listed videos."""
+    return assign_shards(listed_videos(dataset), DATASETS[dataset]["shard_size"])
+
+
+def import_inputs(dataset, shard, section):
+    """The folders (files for an LMDB) of a shard's videos in the ``frames.import`` or
+    ``flow.import`` tree: the frames or flow rule's inputs, so that a tree whose folders
+    change reruns the shards that read them. None without an import."""
+    settings = DATASETS[dataset][section]["import"]
+    if not settings:
+        return []
+    return sorted({path for entry in shard_members(dataset).get(shard, [])
+                   for path in series_inputs(settings, section, entry.video_id, entry.label)})
+
+
+def manifest_params(dataset):
+    """The manifest's params: the listing keys, and the import trees it probes where set
+    (only then, so that a dataset without imports keeps its params and reruns nothing)."""
+    params = dataset_params(dataset)
+    for section in ("frames", "flow"):
+        if DATASETS[dataset][section]["import"]:
+            params[section] = {"import": DATASETS[dataset][section]["import"]}
+    return params
 
 
 @cache
@@ -93,8 +121,13 @@ def dataset_params(dataset, *sections):
     # every job of a dataset passes here: its folders and split files are checked before any job runs
     listed_videos(dataset)
     ds = DATASETS[dataset]
-    return {key: value for key, value in ds.items()
-            if key not in PLANNING_KEYS and (key not in STAGE_SECTIONS or key in sections)}
+    params = {key: value for key, value in ds.items()
+              if key not in PLANNING_KEYS and (key not in STAGE_SECTIONS or key in sections)}
+    # an import that is not set is left out, so that results made before the key existed are not rerun
+    for section in ("frames", "flow"):
+        if section in params and params[section].get("import") is None:
+            params[section] = {key: value for key, value in params[section].items() if key != "import"}
+    return params
 
 
 def config_file(dataset):
