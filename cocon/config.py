@@ -67,6 +67,33 @@ def load_dataset_config(path: str | os.PathLike, name: str | None = None) -> dic
     return config
 
 
+# what a dataset with views_from may set differently from the dataset whose views it reads
+OWN_KEYS = {"name", "views_from", "views", "official_splits", "pretrain", "finetune", "analysis", "paper", "external"}
+
+
+def check_views_from(name: str, datasets: dict[str, dict]) -> str | None:
+    """What is wrong with dataset ``name``'s ``views_from`` (None if nothing): the dataset it
+    names must exist, extract its own views, and list the same videos into the same views,
+    so that every key outside training, fine-tuning and the analyses is the same."""
+    source = datasets[name].get("views_from")
+    if source is None:
+        return None
+    if source not in datasets:
+        return f"views_from: {source!r} is not one of the datasets {sorted(datasets)}"
+    if datasets[source].get("views_from"):
+        return f"views_from: {source!r} reads the views of {datasets[source]['views_from']!r}; name that one"
+    dataset, other = datasets[name], datasets[source]
+    differing = sorted(key for key in set(dataset) | set(other)
+                       if key not in OWN_KEYS and dataset.get(key) != other.get(key))
+    if differing:
+        return (f"views_from: {source!r}: {', '.join(differing)} differ from {source}'s, so its views are not this "
+                "dataset's (only pretrain, finetune, analysis, paper, views and official_splits may differ)")
+    missing = [view for view in dataset["views"] if view not in other["views"]]
+    if missing:
+        return f"views_from: {source!r} does not extract {', '.join(missing)} (its views: {other['views']})"
+    return None
+
+
 def _report(errors: list[str], source: str) -> None:
     if errors:
         raise ConfigError("\n".join(f"{source}: {error}" for error in errors))

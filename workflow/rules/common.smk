@@ -7,7 +7,7 @@ from pathlib import Path
 
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
-from cocon.config import check_training_inputs, load_dataset_config
+from cocon.config import check_training_inputs, check_views_from, load_dataset_config
 from cocon.data.datasets import DatasetError, assign_shards, check_alignment_pairs, check_training_split, list_videos
 from cocon.data.trees import series_inputs
 from cocon.experiments import (INIT_PATTERN, VIEW_SET_PATTERN, ExperimentError, analysis_inits, analysis_split,
@@ -19,8 +19,13 @@ from cocon.views.pose import backend_files
 DATASETS = {name: load_dataset_config(path, name) for name, path in config["datasets"].items()}
 
 for _name, _dataset in DATASETS.items():
-    if _dataset["layout"] == "demo" and Path(_dataset["root"]) != Path(f"results/{_name}/videos"):
-        raise ValueError(f"{config['datasets'][_name]}: root: a demo dataset is generated into results/{_name}/videos")
+    _error = check_views_from(_name, DATASETS)
+    if _error:
+        raise ValueError(f"{config['datasets'][_name]}: {_error}")
+    _videos_of = _dataset["views_from"] or _name
+    if _dataset["layout"] == "demo" and Path(_dataset["root"]) != Path(f"results/{_videos_of}/videos"):
+        raise ValueError(f"{config['datasets'][_name]}: root: a demo dataset is generated into "
+                         f"results/{_videos_of}/videos")
     _source = _dataset["finetune"]["pretrained_on"]
     if _source is not None and _source not in DATASETS:
         raise ValueError(f"{config['datasets'][_name]}: finetune.pretrained_on: {_source!r} "
@@ -160,7 +165,21 @@ def view_shard_paths(dataset, views):
 @cache
 def _view_shard_paths(dataset, view):
     # planned once per (dataset, view): at UCF101 scale every training job asks for them
-    return [f"results/{dataset}/views/{view}/{shard}.h5" for shard in shards(dataset)]
+    return [f"{views_folder(dataset)}/{view}/{shard}.h5" for shard in shards(dataset)]
+
+
+def views_source(dataset):
+    """The dataset whose manifest and view shards ``dataset`` trains on: its own, or those of
+    ``views_from`` (the same videos and views, e.g. for other training seeds)."""
+    return DATASETS[dataset]["views_from"] or dataset
+
+
+def manifest_path(dataset):
+    return f"results/{views_source(dataset)}/manifest.tsv"
+
+
+def views_folder(dataset):
+    return f"results/{views_source(dataset)}/views"
 
 
 def view_shards(wildcards):
@@ -259,7 +278,7 @@ def paper_scores(wildcards):
 
 
 def paper_manifests(wildcards):
-    return sorted({f"results/{cell.dataset}/manifest.tsv" for cell in cells(wildcards.dataset) if cell.run})
+    return sorted({manifest_path(cell.dataset) for cell in cells(wildcards.dataset) if cell.run})
 
 
 def features_inputs(wildcards):
@@ -335,8 +354,8 @@ def report_inputs(wildcards):
             "probe": f"{analysis}/probe.md",
             "consistency": f"{analysis}/consistency.md",
             "figures": f"{analysis}/figures",
-            "manifest": f"results/{wildcards.dataset}/manifest.tsv",
-            "views": f"results/{wildcards.dataset}/views.tsv",
+            "manifest": manifest_path(wildcards.dataset),
+            "views": f"results/{views_source(wildcards.dataset)}/views.tsv",
             "shards": view_shards(wildcards)}
 
 
