@@ -234,11 +234,12 @@ def test_bad_trees_exclude_their_videos_with_the_reason(reference, tmp_path):
         assert flow.video_ids == ["v_PlayingGuitar_g16_c02"]
 
 
-def _statuses(tmp_path, reference, frames_settings, flow_settings, name):
+def _statuses(tmp_path, reference, frames_settings, flow_settings, name, only=None):
+    """The manifest's status of each of the clips (or of those ``only`` names) in the trees given."""
     config = load_dataset_config(dataset_yaml(tmp_path, name, reference.splits, frames=f", import: {frames_settings}",
                                               flow=f", import: {flow_settings}"))
     rows = run_manifest(config, tmp_path / f"{name}.tsv", tmp_path / f"{name}_excluded.tsv")
-    return {row.video_id: row.status for row in rows if row.video_id in reference.videos}
+    return {row.video_id: row.status for row in rows if row.video_id in (only or reference.videos)}
 
 
 def test_a_tree_read_as_another_layout_is_refused_not_shifted(reference, tmp_path):
@@ -284,6 +285,62 @@ def test_min_max_without_its_bin_and_an_absent_lmdb_key(reference, tmp_path):
     assert statuses["v_PushUps_g02_c03"] == "ok"
     assert statuses["v_HeadMassage_g02_c05"] == f"missing: v_HeadMassage_g02_c05 is not in the __order__ of " \
                                                 f"{imports['frames']['root']}"
+
+
+def test_the_variants_and_checks_the_readme_names_per_layout(reference, tmp_path):
+    """Names and places the README accepts (x_/y_ flows, frames from 1, any letter case, a
+    twostream root given as jpegs_256 and tvl1_flow themselves), and the checks it promises (a
+    gap in the numbering, a .bin of the wrong length, a value that is not its __vlen__)."""
+    two = {video_id: reference.videos[video_id] for video_id in ("v_PushUps_g02_c03", "v_Shotput_g05_c02")}
+    three = {**two, "v_HeadMassage_g02_c05": reference.videos["v_HeadMassage_g02_c05"]}
+    dense = tmp_path / "dense"
+    write_tree("denseflow", dense, three)
+    # mmaction2 --use-opencv frames from img_00001 and a config's x_/y_ names, in upper case folders
+    pushups = dense / "PushUps" / "v_PushUps_g02_c03"
+    for path in sorted(pushups.glob("img_*.jpg"), reverse=True):
+        path.rename(pushups / f"img_{int(path.stem[4:]) + 1:05d}.jpg")
+    for path in pushups.glob("flow_*.jpg"):
+        path.rename(pushups / path.name[len("flow_"):])
+    pushups.rename(dense / "PushUps" / "V_PUSHUPS_G02_C03")
+    (dense / "PushUps").rename(dense / "PUSHUPS")
+    shotput = dense / "Shotput" / "v_Shotput_g05_c02"
+    for name in ("flow_x_00003.jpg", "flow_y_00003.jpg"):
+        (shotput / name).unlink()
+    settings = f"{{layout: denseflow, root: {dense}}}"
+    assert _statuses(tmp_path, reference, settings, settings, "variants", only=three) == {
+        "v_PushUps_g02_c03": "ok", "v_HeadMassage_g02_c05": "ok",
+        "v_Shotput_g05_c02": f"misaligned: {shotput}: flow_x_00003.jpg missing (flow_x_00000.jpg..flow_x_00008.jpg "
+                             "otherwise present)"}
+    # a video the tree lacks is listed at the place it was looked for
+    paths = {row.video_id: row.path for row in read_manifest(tmp_path / "variants_excluded.tsv")}
+    assert paths["v_ApplyEyeMakeup_g01_c01"] == str(dense / "ApplyEyeMakeup" / "v_ApplyEyeMakeup_g01_c01")
+
+    imports = write_tree("twostream", tmp_path / "two", two, minmax=True)
+    shotput_bin = tmp_path / "two" / "tvl1_flow" / "u" / "v_Shotput_g05_c02.bin"
+    shotput_bin.write_bytes(shotput_bin.read_bytes()[:-4])
+    flow = {**imports["flow"], "root": str(tmp_path / "two" / "tvl1_flow")}
+    assert _statuses(tmp_path, reference, f"{{layout: twostream, root: {tmp_path / 'two' / 'jpegs_256'}}}",
+                     json.dumps(flow), "roots_inside", only=two) == {
+        "v_PushUps_g02_c03": "ok",
+        "v_Shotput_g05_c02": f"misaligned: {shotput_bin} holds 35 float32 values; 9 flows need 36 "
+                             "(min_u, max_u, min_v, max_v per flow)"}
+
+    import lmdb
+    import msgpack
+    imports = write_tree("coclr_lmdb", tmp_path / "lmdb", two)
+    env = lmdb.open(imports["frames"]["root"])
+    with env.begin(write=True) as txn:
+        order = [name.decode() for name in msgpack.unpackb(txn.get(b"__order__"), raw=True)]
+        keys = [key.decode() for key in msgpack.unpackb(txn.get(b"__keys__"), raw=True)]
+        key = "%09d" % order.index("Shotput/v_Shotput_g05_c02")
+        lengths = msgpack.unpackb(txn.get(b"__vlen__"))
+        lengths[keys.index(key)] -= 1
+        txn.put(b"__vlen__", msgpack.packb(lengths, use_bin_type=False))
+    env.close()
+    assert _statuses(tmp_path, reference, imports["frames"], imports["flow"], "vlen", only=two) == {
+        "v_PushUps_g02_c03": "ok",
+        "v_Shotput_g05_c02": f"misaligned: __vlen__ of {imports['frames']['root']} says {FRAMES - 1} frames for key "
+                             f"{key}, its value holds {FRAMES}"}
 
 
 def test_import_settings_are_checked_before_any_job(tmp_path, reference):

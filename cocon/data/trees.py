@@ -36,6 +36,8 @@ from functools import lru_cache
 from pathlib import Path
 
 import cv2
+import lmdb
+import msgpack
 import numpy as np
 
 LAYOUTS = ("denseflow", "tsn", "twostream", "memdpc", "coclr_lmdb")
@@ -44,7 +46,6 @@ DEFAULT_BOUND = 20
 # layouts whose scripts hard-code the bound: a `bound` key there is refused
 FIXED_BOUND_LAYOUTS = ("memdpc", "coclr_lmdb")
 MINMAX = "minmax"
-IMPORT_EXTRA = "the coclr_lmdb layout needs the lmdb and msgpack packages: pip install -e '.[import]'"
 
 
 class TreeError(ValueError):
@@ -286,18 +287,8 @@ def _gap(indices: list[int], formatter: str) -> str | None:
 # LMDB (CoCLR), opened once per process
 
 
-def _lmdb_modules():
-    try:
-        import lmdb
-        import msgpack
-    except ImportError as error:
-        raise TreeError(f"{IMPORT_EXTRA} ({error})") from None
-    return lmdb, msgpack
-
-
 @lru_cache(maxsize=8)
 def _lmdb_env(path: str):
-    lmdb, _ = _lmdb_modules()
     if not Path(path).exists():
         raise TreeError(f"{path}: LMDB not found")
     try:
@@ -312,7 +303,6 @@ def _text(value) -> str:
 
 
 def _unpack(raw: bytes, what: str):
-    _, msgpack = _lmdb_modules()
     # written with msgpack 0.6, which packs bytes and text alike as "raw": keep them bytes
     try:
         return msgpack.unpackb(raw, raw=True)
@@ -522,7 +512,6 @@ def check_root(settings: dict, key: str) -> None:
             raise TreeError(f"{key}.root: {root}: LMDB not found")
         if root.is_dir() and not (root / "data.mdb").is_file():
             raise TreeError(f"{key}.root: {root}: a folder without data.mdb is not an LMDB")
-        _lmdb_modules()
         return
     if not root.is_dir():
         raise TreeError(f"{key}.root: {root}: folder not found")
@@ -628,6 +617,15 @@ def check_flow_images(series: FlowSeries) -> tuple[int, int] | str:
     return size if size is not None else f"empty: no flows in {series.where}"
 
 
+def expected_location(settings: dict, video_id: str, label: str) -> str:
+    """Where the frames of a video that a tree lacks would be (the manifest's path of it, so
+    that excluded.tsv names each video's place, not the tree's root again and again)."""
+    layout, root = settings["layout"], Path(settings["root"])
+    if layout == "coclr_lmdb":
+        return f"{root}#{video_id}"
+    return str(layout_folder(root, FOLDER_LAYOUTS[layout].frames_dir) / label / video_id)
+
+
 def probe_imported(dataset: dict, entry, video_path: Path | None):
     """The manifest's probe of a video whose frames (or flows) come from an import tree: the
     frames are counted and every image checked instead of decoding the video, and imported
@@ -639,7 +637,7 @@ def probe_imported(dataset: dict, entry, video_path: Path | None):
     if frames_import:
         frames = frame_series(frames_import, entry.video_id, entry.label)
         if isinstance(frames, str):
-            return VideoProbe(frames), str(video_path or frames_import["root"])
+            return VideoProbe(frames), str(video_path or expected_location(frames_import, entry.video_id, entry.label))
         path = frames.where
         images = _read(frames)
         if isinstance(images, str):
