@@ -197,6 +197,40 @@ def cmd_paper(args) -> None:
     print(f"wrote {args.json}: {run} of {len(cells)} cells run")
 
 
+def cmd_evidence(args) -> None:
+    from pathlib import Path
+
+    from cocon.analysis.features import FeatureSet
+    from cocon.evidence import SeedRun, write_evidence
+
+    seeds, runs = [], []
+    for item in args.run:
+        seed, sep, folder = item.partition("=")
+        if not sep or not seed.isdigit():
+            raise ConfigError(f"--run {item!r}: expected SEED=RESULTS_SPLIT_FOLDER, e.g. 1=results/evidence_seed1/split1")
+        folder = Path(folder)
+        features = {}
+        for path in sorted((folder / "features").rglob("*.npz")):
+            loaded = FeatureSet.load(path)
+            features[(loaded.init, loaded.view)] = str(path)
+        if not features:
+            raise ConfigError(f"--run {item!r}: no features files under {folder / 'features'}")
+        joint = {}
+        for metrics in sorted((folder / "pretrain").glob("*/*/joint.state/metrics.csv")):
+            method, view_set = metrics.parts[-4], metrics.parts[-3]
+            joint[f"{folder.parent.name}/{method}/{view_set}"] = str(metrics)
+        cpc = {view: str(folder / "pretrain" / "cpc" / f"{view}.pt") for view in ("rgb", "flow")}
+        joint_path = folder / "pretrain" / "cocon" / "rgb+flow" / "joint.pt"
+        seeds.append(int(seed))
+        runs.append(SeedRun(folder.parent.name, str(folder / "analysis" / "retrieval.json"),
+                            str(folder / "analysis" / "probe.json"), features, runs=joint,
+                            cpc=cpc if joint_path.is_file() else {},
+                            joint=str(joint_path) if joint_path.is_file() else None))
+    document = write_evidence(seeds, runs, args.json, args.markdown, _dataset(args), views_dir=args.views_dir,
+                              manifest=args.manifest, logs=[str(Path(run.retrieval).parents[2] / "logs") for run in runs])
+    print(document["conclusion"])
+
+
 def cmd_seeds(args) -> None:
     from cocon.train.evaluate import seeds_markdown
 
@@ -363,6 +397,17 @@ def build_parser() -> argparse.ArgumentParser:
                   "(run in the workflow's working directory)", dataset=False)
     sub.add_argument("--config", default="config/config.yaml", help="the workflow config naming the datasets")
     sub.add_argument("--name", required=True, help="the dataset whose paper.md it is, e.g. ucf101")
+    sub.add_argument("--json", required=True)
+    sub.add_argument("--markdown", required=True)
+
+    sub = command("evidence", cmd_evidence, "the evidence summary of runs that differ in their training seeds: "
+                  "mean, spread and paired CoCon - CPC differences of retrieval, the probe and the AUC, and the "
+                  "loss terms' gradients on the rgb encoder")
+    sub.add_argument("--views-dir", help="the views folder (the gradient check's clips; omit to skip it)")
+    sub.add_argument("--manifest", help="the dataset's manifest.tsv (with --views-dir)")
+    sub.add_argument("--run", required=True, action="append", metavar="SEED=FOLDER",
+                     help="a seed's analysed split folder (with features/, analysis/, pretrain/), "
+                          "e.g. 1=results/evidence_seed1/split1")
     sub.add_argument("--json", required=True)
     sub.add_argument("--markdown", required=True)
 

@@ -359,6 +359,45 @@ def report_inputs(wildcards):
             "shards": view_shards(wildcards)}
 
 
+def seed_datasets(dataset):
+    """``dataset`` and the datasets that train on its views (views_from) with other seeds
+    only: the runs an evidence summary compares. Anything else that differs is refused."""
+    names = [dataset] + [name for name, other in DATASETS.items() if other["views_from"] == dataset]
+    for name in names[1:]:
+        for section in ("pretrain", "finetune", "analysis"):
+            mine, theirs = DATASETS[dataset][section], DATASETS[name][section]
+            differing = sorted(key for key in set(mine) | set(theirs) if key != "seed" and mine.get(key) != theirs.get(key))
+            if differing:
+                raise ValueError(f"{config_file(name)}: {section}: {', '.join(differing)} differ from {dataset}'s; "
+                                 "the runs of an evidence summary differ in their seeds only")
+    return names
+
+
+def evidence_runs(dataset):
+    """Per seed dataset, the files cocon.evidence.SeedRun reads."""
+    runs = []
+    for name in seed_datasets(dataset):
+        split = analysis_split(DATASETS[name])
+        analysis = f"results/{name}/split{split}/analysis"
+        joint = {init.name: str(Path(pretrained_path(init, split, init.views[0])).with_suffix(".state") / "metrics.csv")
+                 for init in analysis_inits(DATASETS[name]) if init.views}
+        cocon = [init for init in analysis_inits(DATASETS[name]) if init.method == "cocon" and init.views == ("rgb", "flow")]
+        runs.append({"dataset": name, "retrieval": f"{analysis}/retrieval.json", "probe": f"{analysis}/probe.json",
+                     "features": analysed_features(name, split), "runs": joint,
+                     "cpc": {view: f"results/{name}/split{split}/pretrain/cpc/{view}.pt" for view in ("rgb", "flow")}
+                     if cocon else {},
+                     "joint": pretrained_path(cocon[0], split, "rgb") if cocon else None})
+    return runs
+
+
+def evidence_inputs(wildcards):
+    runs = evidence_runs(wildcards.dataset)
+    pretrained = [path for run in runs for path in (*run["cpc"].values(), run["joint"]) if path]
+    return {"analyses": [path for run in runs for path in (run["retrieval"], run["probe"])],
+            "features": [path for run in runs for path in run["features"].values()],
+            "pretrained": pretrained}
+
+
 def all_targets():
     return expand("results/{dataset}/{target}", dataset=config["targets"],
                   target=["finetune.json", "paper.md", "report.html"])
