@@ -145,12 +145,15 @@ def stratified_roles(names_by_label: dict[str, list[str]], test_fraction: float)
     """A deterministic split for datasets without split files, in three rotations (splits
     1-3): in each class (sorted by name), every k-th video goes to test, k =
     round(1 / test_fraction), and split s takes the videos at positions k - s, 2k - s, ...
-    (mod k), so the three splits test on disjoint videos where a class has enough of them."""
+    (mod k), so the three splits test on disjoint videos where a class has enough of them.
+    Above one half, the other way round: every k-th video trains, k = round(1 / (1 - test_fraction))."""
     roles = {}
-    every = held_out_every(test_fraction)
+    mostly_test = test_fraction > 0.5
+    every = held_out_every(1 - test_fraction) if mostly_test else held_out_every(test_fraction)
+    chosen, other = ("train", "test") if mostly_test else ("test", "train")
     for names in names_by_label.values():
         for position, name in enumerate(sorted(names)):
-            roles[name] = tuple("test" if every and position % every == (every - split) % every else "train"
+            roles[name] = tuple(chosen if every and position % every == (every - split) % every else other
                                 for split in (1, 2, 3))
     return roles
 
@@ -260,6 +263,9 @@ def _no_test_video_reason(dataset: dict, entries: list[VideoEntry], split: int) 
     layout = dataset["layout"]
     if layout in STRATIFIED_LAYOUTS:
         test_fraction = dataset["test_fraction"]
+        if test_fraction > 0.5:
+            return f"test_fraction: {test_fraction} trains on every {held_out_every(1 - test_fraction)}th video and " \
+                   "tests on the others, but no class has a second video"
         every = held_out_every(test_fraction)
         if not every:
             return f"test_fraction: {test_fraction} holds out no video of any class as test"
