@@ -38,7 +38,7 @@ TINY = {"width": 0.125, "num_blocks": 4, "pred_steps": 1, "block_length": 2, "fr
 
 def tiny_dataset(root: Path, **pretrain) -> dict:
     dataset = validate({"layout": "demo", "root": str(root / "videos"), "test_fraction": 0.25,
-                        "demo": {"num_classes": 3, "videos_per_class": 4, "num_frames": 20, "width": 64, "height": 48},
+                        "demo": {"num_classes": 3, "videos_per_class": 4, "num_frames": 28, "width": 64, "height": 48},
                         "frames": {"short_side": 48}, "flow": {"method": "farneback"},
                         "pretrain": {**TINY, **pretrain}}, load_schema("dataset.schema.yaml"), "tiny")
     dataset["name"] = "tiny"
@@ -47,7 +47,8 @@ def tiny_dataset(root: Path, **pretrain) -> dict:
 
 @pytest.fixture(scope="module")
 def tiny_views(tmp_path_factory):
-    """rgb and flow shards of a 12-video demo set (9 for training)."""
+    """rgb and flow shards of a 12-video demo set (9 for training); 28 frames give 2 dense
+    windows a video, so that the one video validation carves has a batch of 2."""
     root = tmp_path_factory.mktemp("pretrain")
     return build_demo_views(root, tiny_dataset(root))
 
@@ -121,7 +122,7 @@ def test_validation_batches_are_fixed_and_never_a_single_clip():
 
 
 def test_too_few_validation_clips_fail_before_training(tiny_views, tmp_path):
-    # a window of 8 frames 1 in 3 spans 22 frames: the one carved video of 20 has 1 window
+    # a window of 8 frames 1 in 3 spans 22 frames: the one carved video of 28 has 1 window
     with pytest.raises(ValueError, match=r"pretrain.val_fraction 0.05 carves 1 validation video\(s\) with 1 "
                                          r"window\(s\) from 9 train videos; .* at least 2 windows"):
         run_pretraining(job(tiny_views, tmp_path, "cpc", ["rgb"], epochs=1, frame_stride=3))
