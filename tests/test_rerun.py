@@ -6,6 +6,7 @@ import logging
 import torch
 
 from cocon.train import checkpoints
+from cocon.train.distributed import Runtime
 
 
 def _training(seed: int):
@@ -20,7 +21,9 @@ def test_a_finished_state_is_never_resumed(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="cocon")
     path = tmp_path / "state" / "last.pt"
     model, optimizer, scheduler = _training(0)
-    checkpoints.save_training_state(path, "abc", 3, model, optimizer, scheduler, [{"epoch": 3}], best={"epoch": 2})
+    # after epoch 3, no step of epoch 4 run, by the one process of the run
+    checkpoints.save_training_state(path, "abc", 3, 0, model, optimizer, scheduler, [{"epoch": 3}],
+                                    Runtime(0, 1, torch.device("cpu")), best={"epoch": 2})
     fresh = _training(1)
     assert checkpoints.resume_training(path, "abc", *fresh)["epoch"] == 3, "an unfinished state resumes"
     assert torch.equal(fresh[0].weight, model.weight)
