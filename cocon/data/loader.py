@@ -1,0 +1,47 @@
+"""The training loader: batches of a ClipDataset on the training device, made as
+``pretrain.loader`` (``finetune.loader``) says.
+
+- ``cpu``: the loader workers make ClipDataset's clips (decode, crop, resize, jitter) and
+  the batch is moved to the device.
+- ``device``: the workers only read the stored bytes and draw the augmentation
+  (cocon.data.device_clips.StoredClips); the training process decodes and augments the
+  whole batch on the device (DeviceClips), with the same draws.
+
+Either way every batch holds ``{view: [B, N, C, K, S, S], "label": [B]}`` on the device and
+``"video"`` on the host, for the same keys in the same order.
+"""
+from __future__ import annotations
+
+import torch
+
+from cocon.data.clips import ClipDataset
+from cocon.data.device_clips import DeviceClips, StoredClips, collate_stored
+
+LOADERS = ("cpu", "device")
+
+
+class ClipBatches:
+    """Iterates over ``dataset``'s batches on ``device``; ``options`` are the DataLoader's
+    (batch_size or batch_sampler, sampler, num_workers, ...)."""
+
+    def __init__(self, dataset: ClipDataset, loader: str, device: torch.device, **options):
+        if loader not in LOADERS:
+            raise ValueError(f"loader {loader!r} is not one of {LOADERS}")
+        self.dataset, self.device = dataset, device
+        if loader == "device":
+            self.batches = torch.utils.data.DataLoader(StoredClips(dataset), collate_fn=collate_stored, **options)
+            self._to_device = DeviceClips(dataset, device)
+        else:
+            self.batches = torch.utils.data.DataLoader(dataset, **options)
+            self._to_device = self._moved
+
+    def _moved(self, batch: dict) -> dict:
+        moved = {view: batch[view].to(self.device, non_blocking=True) for view in self.dataset.views}
+        return {**batch, **moved, "label": batch["label"].to(self.device, non_blocking=True)}
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        for batch in self.batches:
+            yield self._to_device(batch)
