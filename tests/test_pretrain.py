@@ -274,14 +274,56 @@ def test_a_forced_rerun_of_a_finished_joint_job_starts_over_and_resumes_after_a_
     assert checkpoints.load(last)["finished"]
 
 
-def test_non_finite_loss_stops_with_the_terms_and_overwrites_nothing(tiny_views, tmp_path):
+@pytest.mark.parametrize("checkpoint_minutes", [0, 1e-6], ids=["epoch-states", "a-step-checkpoint-every-step"])
+def test_non_finite_loss_stops_with_the_step_and_terms_and_saves_no_state_after_it(tiny_views, tmp_path,
+                                                                                   checkpoint_minutes):
     good = job(tiny_views, tmp_path, "cpc", ["rgb"], epochs=1)
     run_pretraining(good)
     before = Path(good.output).read_bytes()
-    exploding = job(tiny_views, tmp_path, "cpc", ["rgb"], epochs=2, lr=1e30)
-    with pytest.raises(NonFiniteLossError, match=r"epoch 0 step \d+: loss .* is not finite \(cpc/rgb "):
+    last = Path(good.state_dir) / "last.pt"
+    good_state = last.read_bytes()
+    # lr 1e30: step 0's loss is finite, its update makes step 1's NaN; the check reads the
+    # device after the step (at the epoch's end, or before the step checkpoint) and names step 1
+    exploding = job(tiny_views, tmp_path, "cpc", ["rgb"], epochs=2, lr=1e30, checkpoint_minutes=checkpoint_minutes)
+    with pytest.raises(NonFiniteLossError, match=r"^epoch 0 step 1: loss nan is not finite \(cpc/rgb nan\); "
+                                                 rf"the last good state is {last}$"):
         run_pretraining(exploding)
     assert Path(good.output).read_bytes() == before
+    if checkpoint_minutes:  # the step checkpoint after step 0 is the last state: finite weights
+        state = checkpoints.load(last)
+        assert (state["epoch"], state["step"]) == (-1, 1)
+        assert all(torch.isfinite(tensor).all() for tensor in state["model"].values())
+    else:
+        assert last.read_bytes() == good_state
+
+
+def test_metrics_are_the_means_of_every_step_s_values_summed_on_the_host(tiny_views, tmp_path, monkeypatch):
+    """The sums kept on the device give the numbers the loop summed on the host before."""
+    losses, steps = pretrain._losses, []
+
+    def recording_losses(*args, **kwargs):
+        total, terms, accuracy = losses(*args, **kwargs)
+        if torch.is_grad_enabled():   # a training step, not validation
+            steps.append({name: float(value.detach()) for name, value in {"loss": total, **terms, **accuracy}.items()})
+        return total, terms, accuracy
+
+    monkeypatch.setattr(pretrain, "_losses", recording_losses)
+    for view in ("rgb", "flow"):
+        run_pretraining(job(tiny_views, tmp_path, "cpc", [view], epochs=1))
+    steps.clear()
+    init = {view: str(tmp_path / f"cpc-{view}.pt") for view in ("rgb", "flow")}
+    cocon = job(tiny_views, tmp_path, "cocon", ["rgb", "flow"], epochs=2, init=init)
+    run_pretraining(cocon)
+    with open(Path(cocon.state_dir) / "metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(steps) == 4 and len(rows) == 2  # 2 steps per epoch
+    for epoch, row in enumerate(rows):
+        epoch_steps = steps[epoch * 2:(epoch + 1) * 2]
+        for name in epoch_steps[0]:
+            sum_ = 0.0
+            for values in epoch_steps:
+                sum_ += values[name]
+            assert float(row[name]) == sum_ / 2, (epoch, name)
 
 
 def _free_port() -> int:

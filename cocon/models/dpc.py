@@ -62,7 +62,9 @@ class DPC(nn.Module):
                 nn.init.zeros_(param)
 
     def _l2_normalized(self, x, dim):
-        return F.normalize(x, p=2, dim=dim) if self.normalize else x
+        # in float32 under bf16 autocast too (CPU autocast would keep bfloat16): the
+        # normalised features feed cosines that the temperature scales up to about 200
+        return F.normalize(x.float(), p=2, dim=dim) if self.normalize else x
 
     def _aggregator_input(self, z):
         return z if self.normalize else F.relu(z)

@@ -48,11 +48,16 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:
         raise ValueError(f"{path}: not a readable checkpoint ({error})") from error
 
 
+# keys added after states were written, with the default that behaves as before they existed
+LATER_KEYS = {"nodes": 1, "loader": "cpu", "precision": "auto"}
+
+
 def fingerprint_settings(settings: dict) -> dict:
     """The settings of a training section that its state depends on: not how often the state
-    is saved nor how long a collective waits; nodes only beyond one (so that a state written
-    before the key existed still resumes)."""
-    skipped = {"checkpoint_minutes", "collective_timeout"} | ({"nodes"} if settings.get("nodes", 1) == 1 else set())
+    is saved nor how long a collective waits; keys added later (LATER_KEYS) only when they are
+    not at their default, so that a state written before the key existed still resumes."""
+    skipped = {"checkpoint_minutes", "collective_timeout"} | {key for key, default in LATER_KEYS.items()
+                                                             if settings.get(key, default) == default}
     return {key: value for key, value in settings.items() if key not in skipped}
 
 

@@ -40,6 +40,7 @@ from tqdm import tqdm
 
 from cocon.config import config_hash
 from cocon.data.clips import ClipDataset, ClipSpec, EpochSampler, split_videos
+from cocon.data.loader import ClipBatches
 from cocon.data.manifest import read_manifest
 from cocon.models import Classifier
 from cocon.train import checkpoints, launch as launching
@@ -48,7 +49,8 @@ from cocon.train.distributed import (
 )
 from cocon.train.history import tensorboard, write_metrics
 from cocon.train.preemption import StepCheckpoints, StopSignals, ignore_stop_signals
-from cocon.train.pretrain import NonFiniteLossError, build_model
+from cocon.train.pretrain import LOG_EVERY_STEPS, NonFiniteLossError, build_model
+from cocon.train.step_metrics import StepMetrics
 
 log = logging.getLogger(__name__)
 
@@ -126,19 +128,20 @@ def recalibrate_batchnorm(model: Classifier, loader, view: str, device: torch.de
 
 @torch.no_grad()
 def dense_scores(model: Classifier, dataset: ClipDataset, num_videos: int, batch_size: int,
-                 runtime: Runtime) -> tuple[np.ndarray, int]:
+                 runtime: Runtime, loader: str = "cpu") -> tuple[np.ndarray, int]:
     """Softmax averaged over each video's dense windows, ``[num_videos, classes]``, and the
-    number of windows. Under DDP each process scores its share of the videos, every
-    world_size-th (``dataset`` holds this process's share: ``shard(videos, runtime)``), and
-    every process gets all the scores."""
+    number of windows, the clips made as ``loader`` (finetune.loader) says. Under DDP each
+    process scores its share of the videos, every world_size-th (``dataset`` holds this
+    process's share: ``shard(videos, runtime)``), and every process gets all the scores."""
     model.eval()
     # its own generator: a draw from the global one would shift dropout after a resume
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, generator=torch.Generator())
+    batches = ClipBatches(dataset, loader, runtime.device, batch_size=batch_size, shuffle=False,
+                          generator=torch.Generator())
     sums: dict[int, torch.Tensor] = {}
     counts: dict[int, int] = {}
     view = dataset.views[0]
-    for batch in loader:
-        probabilities = torch.softmax(model(batch[view].to(runtime.device)).float(), dim=1).cpu()
+    for batch in batches:
+        probabilities = torch.softmax(model(batch[view]).float(), dim=1).cpu()
         for video, row in zip(batch["video"].tolist(), probabilities):
             sums[video] = sums.get(video, 0) + row
             counts[video] = counts.get(video, 0) + 1
@@ -167,6 +170,14 @@ def save_scores(path, scores: np.ndarray, labels: np.ndarray, video_ids: list[st
     with open(tmp, "wb") as handle:
         np.savez(handle, scores=scores, labels=labels, video_ids=np.array(video_ids), windows=windows)
     tmp.replace(path)
+
+
+def _non_finite(epoch: int, state_path: Path):
+    """The error StepMetrics raises for a step whose loss was not finite."""
+    def error(step: int, values: dict[str, float]) -> NonFiniteLossError:
+        return NonFiniteLossError(f"epoch {epoch} step {step}: cross-entropy {values['cross-entropy']} is not "
+                                  f"finite; the last good state is {state_path}")
+    return error
 
 
 def run_finetuning(job: FinetuneJob) -> None:
@@ -228,12 +239,14 @@ def _finetune(job: FinetuneJob, settings: dict, runtime: Runtime, signals: StopS
 
     sampler = EpochSampler(len(clips), settings["batch_size"], settings["seed"], runtime.rank, runtime.world_size)
     workers = settings["workers"]
-    loader = torch.utils.data.DataLoader(clips, batch_size=settings["batch_size"], sampler=sampler,
-                                         num_workers=workers, persistent_workers=workers > 0, drop_last=True,
-                                         multiprocessing_context="forkserver" if workers > 0 else None,
-                                         # its own generator: iterating a loader draws from it, and a
-                                         # draw from the global one would shift dropout after a resume
-                                         generator=torch.Generator(), worker_init_fn=ignore_stop_signals)
+    # finetune.loader: clips made in the loader workers (cpu), or only read there and made on the device
+    loader = ClipBatches(clips, settings["loader"], device, batch_size=settings["batch_size"], sampler=sampler,
+                         num_workers=workers, persistent_workers=workers > 0, drop_last=True,
+                         pin_memory=device.type == "cuda",
+                         multiprocessing_context="forkserver" if workers > 0 else None,
+                         # its own generator: iterating a loader draws from it, and a
+                         # draw from the global one would shift dropout after a resume
+                         generator=torch.Generator(), worker_init_fn=ignore_stop_signals)
     steps_per_epoch = sampler.batches
     log.info("%s %s: %d train, %d val, %d test videos, %d steps per epoch; frozen: %s; epochs %d..%d, %d process(es) "
              "on %s", job.init, job.view, len(train), len(val), len(test), steps_per_epoch,
@@ -250,29 +263,39 @@ def _finetune(job: FinetuneJob, settings: dict, runtime: Runtime, signals: StopS
         set_train_mode(model, frozen)
         # a run resumed inside the epoch goes on with the sums of its steps so far
         resumed = state["local"] if state and epoch == start_epoch else {}
-        total, correct, seen = resumed.get("total", 0.0), resumed.get("correct", 0), resumed.get("seen", 0)
-        started, seconds_before = time.perf_counter(), resumed.get("seconds", 0.0)
+        seen, seconds_before = resumed.get("seen", 0), resumed.get("seconds", 0.0)
+        # no host sync inside a step: the loss and the correct count stay on the device until read
+        metrics = StepMetrics(device, LOG_EVERY_STEPS, _non_finite(epoch, state_path),
+                              {"loss": resumed["total"], "correct": resumed["correct"]} if resumed else None)
+        started = time.perf_counter()
         progress = tqdm(loader, desc=f"finetune {job.init} {job.view} epoch {epoch}", mininterval=10,
                         disable=not runtime.is_main, initial=first_step, total=steps_per_epoch)
         for step, batch in enumerate(progress, start=first_step):
-            labels = batch["label"].to(device)
-            logits = trained(batch[job.view].to(device))
+            labels = batch["label"]
+            logits = trained(batch[job.view])
             loss = loss_function(logits, labels)
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(f"epoch {epoch} step {step}: cross-entropy {loss.item()} is not finite; "
-                                         f"the last good state is {state_path}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += float(loss.detach()) * len(labels)
-            correct += int((logits.argmax(dim=1) == labels).sum())
             seen += len(labels)
-            local = {"total": total, "correct": correct, "seen": seen,
-                     "seconds": seconds_before + time.perf_counter() - started}
-            step_checkpoints.after_step(
-                lambda: checkpoints.save_training_state(state_path, fingerprint, epoch - 1, step + 1, model, optimizer,
-                                                        scheduler, history, runtime, local, best=best),
-                epoch, step + 1, steps_per_epoch)
+            # the loss summed weighted by the batch's clips, in float64 as the host summed it before
+            sums_so_far = metrics.add(step, {"loss": loss.detach().double() * len(labels),
+                                             "correct": (logits.argmax(dim=1) == labels).sum()},
+                                      {"cross-entropy": loss})
+            if sums_so_far:  # once every LOG_EVERY_STEPS steps
+                progress.set_postfix(loss=f"{sums_so_far['loss'] / seen:.4g}", refresh=False)
+
+            def save_state():
+                # read (and checked) first: a state never holds weights a non-finite loss made
+                sums = metrics.read()
+                local = {"total": sums["loss"], "correct": int(sums["correct"]), "seen": seen,
+                         "seconds": seconds_before + time.perf_counter() - started}
+                checkpoints.save_training_state(state_path, fingerprint, epoch - 1, step + 1, model, optimizer,
+                                                scheduler, history, runtime, local, best=best)
+
+            step_checkpoints.after_step(save_state, epoch, step + 1, steps_per_epoch)
+        sums = metrics.read()  # waits for the epoch's last step
+        total, correct = sums.get("loss", 0.0), int(sums.get("correct", 0))
         seconds = seconds_before + time.perf_counter() - started
         with warnings.catch_warnings():
             # resumed after the epoch's last step, this process ran no optimizer step before it
@@ -280,8 +303,8 @@ def _finetune(job: FinetuneJob, settings: dict, runtime: Runtime, signals: StopS
             scheduler.step()
         sampler.set_epoch(epoch)  # precise BN reads the epoch's first batches, also after a resume
         recalibrate_batchnorm(model, loader, job.view, device, frozen, settings["bn_batches"], runtime)
-        val_accuracy = accuracy(dense_scores(model, val_clips, len(val), settings["batch_size"], runtime)[0],
-                                val_labels)
+        val_accuracy = accuracy(dense_scores(model, val_clips, len(val), settings["batch_size"], runtime,
+                                             settings["loader"])[0], val_labels)
         row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
                "loss": average(total, runtime) / average(seen, runtime),
                "train_top1": average(correct, runtime) / average(seen, runtime), "val_top1": val_accuracy,
@@ -303,7 +326,8 @@ def _finetune(job: FinetuneJob, settings: dict, runtime: Runtime, signals: StopS
         step_checkpoints.after_epoch(epoch + 1, steps_per_epoch)
     barrier(runtime)  # best.pt is written
     model.load_state_dict(checkpoints.load(best_path)["model"])
-    scores, windows = dense_scores(model, dense_clips(test), len(test), settings["batch_size"], runtime)
+    scores, windows = dense_scores(model, dense_clips(test), len(test), settings["batch_size"], runtime,
+                                   settings["loader"])
     if not runtime.is_main:
         return
     writer.close()
