@@ -176,14 +176,17 @@ def test_seed_summary_gives_mean_and_spread():
     assert "| CoCon | 60.0 ± 10.0 | — |" in seeds_markdown(documents)
 
 
-def test_a_signal_inside_an_epoch_resumes_to_the_same_model_and_scores(demo_views, tmp_path, monkeypatch, caplog):
+@pytest.mark.parametrize("loader, view", [("cpu", "flow"), ("device", "rgb")])
+def test_a_signal_inside_an_epoch_resumes_to_the_same_model_and_scores(demo_views, tmp_path, monkeypatch, caplog,
+                                                                       loader, view):
+    """Either loader: the device loader draws fine-tuning's clip-wide jitter as ClipDataset does."""
     caplog.set_level(logging.INFO, logger="cocon")
 
     def finetune_job(folder: str) -> FinetuneJob:
         out = tmp_path / folder
-        return FinetuneJob(dataset_config(demo_views, workers=1), "random", "flow", str(demo_views / "views"),
-                           str(demo_views / "manifest.tsv"), None, str(out / "flow.pt"), str(out / "flow.scores.npz"),
-                           str(out / "state"), epochs=2, threads=1)
+        return FinetuneJob(dataset_config(demo_views, workers=1, loader=loader), "random", view,
+                           str(demo_views / "views"), str(demo_views / "manifest.tsv"), None, str(out / f"{view}.pt"),
+                           str(out / f"{view}.scores.npz"), str(out / "state"), epochs=2, threads=1)
 
     straight, stopped = finetune_job("straight"), finetune_job("stopped")
     run_finetuning(straight)

@@ -418,19 +418,29 @@ def signal_at_training_step(monkeypatch, signum: int, at: int) -> None:
 
 @pytest.fixture(scope="module")
 def uninterrupted(tiny_views, tmp_path_factory):
-    """2 epochs of 4 steps with a loader worker, never stopped."""
-    out = tmp_path_factory.mktemp("uninterrupted")
-    cpc = job(tiny_views, out, "cpc", ["rgb"], epochs=2, batch_size=2, workers=1)
-    run_pretraining(cpc)
-    return checkpoints.load(cpc.output)
+    """``uninterrupted(loader)``: 2 epochs of 4 steps with a loader worker, never stopped (run once per loader)."""
+    runs = {}
+
+    def run(loader: str = "cpu") -> dict:
+        if loader not in runs:
+            out = tmp_path_factory.mktemp(f"uninterrupted-{loader}")
+            cpc = job(tiny_views, out, "cpc", ["rgb"], epochs=2, batch_size=2, workers=1, loader=loader)
+            run_pretraining(cpc)
+            runs[loader] = checkpoints.load(cpc.output)
+        return runs[loader]
+
+    return run
 
 
-@pytest.mark.parametrize("signum, at", [(signal.SIGUSR1, 0), (signal.SIGTERM, 3), (signal.SIGUSR1, 4)],
-                         ids=["first-step", "last-step-of-an-epoch", "first-step-of-the-next"])
+@pytest.mark.parametrize("signum, at, loader", [(signal.SIGUSR1, 0, "cpu"), (signal.SIGTERM, 3, "cpu"),
+                                                (signal.SIGUSR1, 4, "cpu"), (signal.SIGUSR1, 5, "device")],
+                         ids=["first-step", "last-step-of-an-epoch", "first-step-of-the-next",
+                              "inside-an-epoch-with-the-device-loader"])
 def test_a_signal_at_any_step_saves_a_state_that_resumes_to_the_same_weights(tiny_views, uninterrupted, tmp_path,
-                                                                             monkeypatch, caplog, signum, at):
+                                                                             monkeypatch, caplog, signum, at, loader):
     caplog.set_level(logging.INFO, logger="cocon")
-    cpc = job(tiny_views, tmp_path, "cpc", ["rgb"], epochs=2, batch_size=2, workers=1)
+    uninterrupted = uninterrupted(loader)
+    cpc = job(tiny_views, tmp_path, "cpc", ["rgb"], epochs=2, batch_size=2, workers=1, loader=loader)
     last = Path(cpc.state_dir) / "last.pt"
     signal_at_training_step(monkeypatch, signum, at)
     with pytest.raises(TrainingStopped) as stopped:
@@ -477,7 +487,7 @@ def test_step_checkpoints_cover_a_kill_without_a_signal(tiny_views, uninterrupte
     caplog.clear()
     run_pretraining(job(tiny_views, tmp_path, "cpc", ["rgb"], epochs=2, batch_size=2, workers=1))
     assert f"resuming at epoch 1, step 2 of 4 from {last}" in caplog.text
-    assert_same_weights(uninterrupted["model"], checkpoints.load(cpc.output)["model"])
+    assert_same_weights(uninterrupted()["model"], checkpoints.load(cpc.output)["model"])
 
 
 def test_normalisations_scores_and_losses_are_float32_under_bf16_autocast():
