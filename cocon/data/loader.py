@@ -28,12 +28,16 @@ class ClipBatches:
         if loader not in LOADERS:
             raise ValueError(f"loader {loader!r} is not one of {LOADERS}")
         self.dataset, self.device = dataset, device
+        # no reference from this object to itself (a bound method kept as an attribute would
+        # make one): freed by its reference count, the DataLoader shuts its persistent workers
+        # down; freed by the cycle collector, its queues may be finalised first, and the
+        # workers, which ignore SIGTERM, would outlive the process's exit
         if loader == "device":
             self.batches = torch.utils.data.DataLoader(StoredClips(dataset), collate_fn=collate_stored, **options)
-            self._to_device = DeviceClips(dataset, device)
+            self.device_clips = DeviceClips(dataset, device)
         else:
             self.batches = torch.utils.data.DataLoader(dataset, **options)
-            self._to_device = self._moved
+            self.device_clips = None
 
     def _moved(self, batch: dict) -> dict:
         moved = {view: batch[view].to(self.device, non_blocking=True) for view in self.dataset.views}
@@ -44,4 +48,4 @@ class ClipBatches:
 
     def __iter__(self):
         for batch in self.batches:
-            yield self._to_device(batch)
+            yield self._moved(batch) if self.device_clips is None else self.device_clips(batch)
