@@ -35,10 +35,6 @@ class Runtime:
         return self.world_size > 1
 
 
-class PeerLostError(RuntimeError):
-    """A collective failed: another process died, hangs, or cannot be reached."""
-
-
 def setup(gpus: int, timeout_s: float = 300, key: str = "pretrain.gpus") -> Runtime:
     """Join the process group torchrun set up (WORLD_SIZE > 1), else run alone; CUDA when
     ``gpus`` (the config ``key``) > 0 (NCCL), else CPU (gloo). Collectives wait at most

@@ -193,7 +193,7 @@ def run_finetuning(job: FinetuneJob) -> None:
 def launch(job: FinetuneJob) -> None:
     """Run ``job`` here, as one torchrun job with a process per GPU, or as a SLURM job step
     over ``finetune.nodes`` nodes (``cocon.train.launch``)."""
-    launching.launch(job, "cocon.train.finetune", job.dataset["finetune"], run_finetuning)
+    launching.launch(job, "finetune", job.dataset["finetune"], run_finetuning)
 
 
 def _finetune(job: FinetuneJob, settings: dict, runtime: Runtime, signals: StopSignals) -> None:
@@ -344,6 +344,3 @@ def _finetune(job: FinetuneJob, settings: dict, runtime: Runtime, signals: StopS
     # last epoch, from which a rerun tests best.pt again and writes the same outputs without training
     checkpoints.mark_finished(state_path)
 
-
-if __name__ == "__main__":
-    launching.worker_main(run_finetuning, FinetuneJob)

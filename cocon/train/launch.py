@@ -31,11 +31,13 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from cocon.logs import journal
 from cocon.train.preemption import REQUEUE_EXIT, STOP_SIGNALS, TERMINATED_EXIT, TrainingStopped
 
 log = logging.getLogger(__name__)
 
 STOP_EXITS = {REQUEUE_EXIT, TERMINATED_EXIT}
+JOURNAL = "training.log"   # in the job's state folder: every run's lines (Snakemake empties the job's log)
 
 
 def in_slurm_allocation() -> bool:
@@ -44,13 +46,17 @@ def in_slurm_allocation() -> bool:
 
 
 def slurm_job(job_id: str) -> dict[str, str]:
-    """``scontrol show job``'s fields, and the job's host names in order (``hosts``)."""
+    """``scontrol show job``'s fields (the job step's environment lacks most SLURM_ variables:
+    the SLURM plugin strips them before Snakemake runs the rule)."""
     text = subprocess.run(["scontrol", "show", "job", "-o", job_id], check=True, capture_output=True,
                           text=True).stdout
-    fields = dict(item.split("=", 1) for item in text.split() if "=" in item)
-    hosts = subprocess.run(["scontrol", "show", "hostnames", fields["NodeList"]], check=True, capture_output=True,
-                           text=True).stdout.split()
-    return {**fields, "hosts": hosts}
+    return dict(item.split("=", 1) for item in text.split() if "=" in item)
+
+
+def hostnames(node_list: str) -> list[str]:
+    """The host names of a SLURM node list (``gpu[01-02]``), in order."""
+    return subprocess.run(["scontrol", "show", "hostnames", node_list], check=True, capture_output=True,
+                          text=True).stdout.split()
 
 
 def rendezvous_port(job_id: str) -> int:
@@ -67,13 +73,14 @@ def torchrun_arguments(nodes: int, processes: int, endpoint: str | None = None, 
             f"--rdzv-endpoint={endpoint}", f"--rdzv-id={run_id}"]
 
 
-def training_command(module: str, job_file: Path, nodes: int, processes: int, endpoint: str | None = None,
+def training_command(kind: str, job_file: Path, nodes: int, processes: int, endpoint: str | None = None,
                      run_id: str | None = None) -> list[str]:
-    """What runs on each node: the training module itself (one process), or our torchrun."""
+    """What runs on each node: the training process itself (one), or our torchrun starting them."""
+    worker = ["-m", "cocon.train.worker", kind, str(job_file)]
     if nodes == 1 and processes == 1:
-        return [sys.executable, "-m", module, str(job_file)]
+        return [sys.executable, *worker]
     return [sys.executable, "-m", "cocon.train.launch", *torchrun_arguments(nodes, processes, endpoint, run_id),
-            "-m", module, str(job_file)]
+            *worker]
 
 
 def srun_command(job: dict[str, str], job_id: str, command_on_each_node: list[str], nodes: int, gpus: int) -> list[str]:
@@ -88,10 +95,16 @@ def srun_command(job: dict[str, str], job_id: str, command_on_each_node: list[st
     return command + command_on_each_node
 
 
-def launch(job, module: str, settings: dict, run) -> None:
-    """Run ``job`` (a dataclass; ``run(job)`` trains it in this process) as ``settings``
-    (the pretrain or finetune section: nodes, gpus) ask. Exits with the stop status when
-    training stopped on a signal, after requeueing the SLURM job on SIGUSR1."""
+def launch(job, kind: str, settings: dict, run) -> None:
+    """Run ``job`` (a dataclass of ``kind`` pretrain or finetune; ``run(job)`` trains it in
+    this process) as ``settings`` (its section: nodes, gpus) ask. Exits with the stop status
+    when training stopped on a signal, after requeueing the SLURM job on SIGUSR1. The lines
+    of every run also go to the journal ``training.log`` in the job's state folder."""
+    with journal(Path(job.state_dir) / JOURNAL):
+        _launch(job, kind, settings, run)
+
+
+def _launch(job, kind: str, settings: dict, run) -> None:
     nodes, processes = settings["nodes"], max(settings["gpus"], 1)
     slurm = in_slurm_allocation()
     if nodes > 1 and not slurm:
@@ -109,11 +122,11 @@ def launch(job, module: str, settings: dict, run) -> None:
     if slurm:
         job_id = os.environ["SLURM_JOB_ID"]
         allocation = slurm_job(job_id)
-        endpoint = f"{allocation['hosts'][0]}:{rendezvous_port(job_id)}"
-        command = srun_command(allocation, job_id, training_command(module, job_file, nodes, processes, endpoint,
+        endpoint = f"{hostnames(allocation['NodeList'])[0]}:{rendezvous_port(job_id)}"
+        command = srun_command(allocation, job_id, training_command(kind, job_file, nodes, processes, endpoint,
                                                                     f"slurm-{job_id}"), nodes, settings["gpus"])
     else:
-        command = training_command(module, job_file, nodes, processes)
+        command = training_command(kind, job_file, nodes, processes)
     log.info("starting %s", " ".join(command))
     status = run_forwarding_signals(command)
     if status == 0:
@@ -152,15 +165,6 @@ def requeue(job_id: str) -> None:
                   result.stderr.strip() or f"scontrol exit status {result.returncode}")
 
 
-def worker_main(run, job_type) -> None:
-    """The entry of a training process started by ``launch``: ``python -m <module> job.json``."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        run(job_type(**json.loads(Path(sys.argv[1]).read_text())))
-    except TrainingStopped as stopped:
-        sys.exit(stopped.exit_status)
-
-
 def torchrun_main(argv: list[str]) -> int:
     """torchrun with ``argv``, its agent deaf to SIGUSR1 (see the module's docstring)."""
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -179,7 +183,7 @@ def torchrun_main(argv: list[str]) -> int:
         others = sorted(set(error.failures) - {rank})
         log.error("rank %d (local rank %d, pid %d on %s) failed first: %s; the other ranks were stopped%s", rank,
                   failure.local_rank, failure.pid, os.uname().nodename, ended,
-                  f" ({', '.join(map(str, others))} failed after it)" if others else "")
+                  f" (rank {', '.join(map(str, others))} failed after it)" if others else "")
         return 1
     return 0
 

@@ -368,8 +368,5 @@ def load_pretrained(path: str | os.PathLike, view: str | None = None) -> tuple[D
 def launch(job: PretrainJob) -> None:
     """Run ``job`` here, as one torchrun job with a process per GPU, or as a SLURM job step
     over ``pretrain.nodes`` nodes (``cocon.train.launch``)."""
-    launching.launch(job, "cocon.train.pretrain", job.dataset["pretrain"], run_pretraining)
+    launching.launch(job, "pretrain", job.dataset["pretrain"], run_pretraining)
 
-
-if __name__ == "__main__":
-    launching.worker_main(run_pretraining, PretrainJob)

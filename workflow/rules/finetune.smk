@@ -4,13 +4,13 @@
 rule finetune:
     input:
         unpack(finetune_inputs),
-        manifest="results/{dataset}/manifest.tsv",
+        manifest=lambda wildcards: manifest_path(wildcards.dataset),
     output:
         model="results/{dataset}/split{split}/finetune/{init}/{view}.pt",
         scores="results/{dataset}/split{split}/finetune/{init}/{view}.scores.npz",
     params:
         dataset=lambda wildcards: dataset_params(wildcards.dataset, "pretrain", "finetune"),
-        views_dir="results/{dataset}/views",
+        views_dir=lambda wildcards: views_folder(wildcards.dataset),
         state="results/{dataset}/split{split}/finetune/{init}/{view}.state",
     log:
         "results/{dataset}/logs/split{split}/finetune/{init}/{view}.log",
@@ -18,11 +18,7 @@ rule finetune:
         "results/{dataset}/benchmarks/split{split}/finetune/{init}/{view}.tsv"
     threads: config["threads"]["finetune"]
     resources:
-        mem_mb=lambda wildcards: config["resources"]["finetune"].get(wildcards.dataset, config["resources"]["finetune"])["mem_mb"],
-        runtime=lambda wildcards: config["resources"]["finetune"].get(wildcards.dataset, config["resources"]["finetune"])["runtime"],
-        gpu=lambda wildcards: DATASETS[wildcards.dataset]["finetune"]["gpus"],
-        # one task: its gpus, and a CPU per training process (one per GPU) and per data loader
-        cpus_per_task=lambda wildcards, threads: max(threads, DATASETS[wildcards.dataset]["finetune"]["gpus"] * (DATASETS[wildcards.dataset]["finetune"]["workers"] + 1)),
+        **training_resources("finetune"),
     conda:
         "../../envs/cocon.yaml"
     script:
@@ -31,7 +27,7 @@ rule finetune:
 
 rule finetune_report:
     input:
-        manifest="results/{dataset}/manifest.tsv",
+        manifest=lambda wildcards: manifest_path(wildcards.dataset),
         scores=split_finetune_scores,
     output:
         json="results/{dataset}/split{split}/finetune.json",

@@ -3,13 +3,13 @@
 # trains a view set (e.g. rgb+flow) from the CPC checkpoints of its views.
 rule pretrain_cpc:
     input:
-        manifest="results/{dataset}/manifest.tsv",
+        manifest=lambda wildcards: manifest_path(wildcards.dataset),
         shards=cpc_inputs,
     output:
         "results/{dataset}/split{split}/pretrain/cpc/{view}.pt",
     params:
         dataset=lambda wildcards: dataset_params(wildcards.dataset, "pretrain"),
-        views_dir="results/{dataset}/views",
+        views_dir=lambda wildcards: views_folder(wildcards.dataset),
         state="results/{dataset}/split{split}/pretrain/cpc/{view}.state",
     log:
         "results/{dataset}/logs/split{split}/pretrain/cpc/{view}.log",
@@ -17,11 +17,7 @@ rule pretrain_cpc:
         "results/{dataset}/benchmarks/split{split}/pretrain/cpc/{view}.tsv"
     threads: config["threads"]["pretrain"]
     resources:
-        mem_mb=lambda wildcards: config["resources"]["pretrain"].get(wildcards.dataset, config["resources"]["pretrain"])["mem_mb"],
-        runtime=lambda wildcards: config["resources"]["pretrain"].get(wildcards.dataset, config["resources"]["pretrain"])["runtime"],
-        gpu=lambda wildcards: DATASETS[wildcards.dataset]["pretrain"]["gpus"],
-        # one task: its gpus, and a CPU per training process (one per GPU) and per data loader
-        cpus_per_task=lambda wildcards, threads: max(threads, DATASETS[wildcards.dataset]["pretrain"]["gpus"] * (DATASETS[wildcards.dataset]["pretrain"]["workers"] + 1)),
+        **training_resources("pretrain"),
     conda:
         "../../envs/cocon.yaml"
     script:
@@ -31,13 +27,13 @@ rule pretrain_cpc:
 rule pretrain_cocon:
     input:
         unpack(joint_inputs),
-        manifest="results/{dataset}/manifest.tsv",
+        manifest=lambda wildcards: manifest_path(wildcards.dataset),
     output:
         "results/{dataset}/split{split}/pretrain/{method}/{view_set}/joint.pt",
     params:
         dataset=lambda wildcards: dataset_params(wildcards.dataset, "pretrain"),
         views=joint_views,
-        views_dir="results/{dataset}/views",
+        views_dir=lambda wildcards: views_folder(wildcards.dataset),
         state="results/{dataset}/split{split}/pretrain/{method}/{view_set}/joint.state",
     log:
         "results/{dataset}/logs/split{split}/pretrain/{method}/{view_set}.log",
@@ -45,11 +41,7 @@ rule pretrain_cocon:
         "results/{dataset}/benchmarks/split{split}/pretrain/{method}/{view_set}.tsv"
     threads: config["threads"]["pretrain"]
     resources:
-        mem_mb=lambda wildcards: config["resources"]["pretrain"].get(wildcards.dataset, config["resources"]["pretrain"])["mem_mb"],
-        runtime=lambda wildcards: config["resources"]["pretrain"].get(wildcards.dataset, config["resources"]["pretrain"])["runtime"],
-        gpu=lambda wildcards: DATASETS[wildcards.dataset]["pretrain"]["gpus"],
-        # one task: its gpus, and a CPU per training process (one per GPU) and per data loader
-        cpus_per_task=lambda wildcards, threads: max(threads, DATASETS[wildcards.dataset]["pretrain"]["gpus"] * (DATASETS[wildcards.dataset]["pretrain"]["workers"] + 1)),
+        **training_resources("pretrain"),
     conda:
         "../../envs/cocon.yaml"
     script:
