@@ -60,3 +60,14 @@ clean-demo:
 .PHONY: gpu-check
 gpu-check: $(STAMP)
 	$(BIN)/python -m bench.gpu_check --out results/gpu_check.json $(GPU_CHECK_FLAGS)
+
+# the optional OpenMMLab backends (mmpose, mmsegmentation, mmdet) into .venv, as the README's
+# recipe: envs/mm.sh builds mmcv once per mmcv/torch/Python version and keeps the wheel in
+# ~/.cache/cocon-mm (COCON_MM_CACHE), so a later `make mm` on the same machine installs it
+# in about a minute. `make mm test` runs the suite with the mm tests.
+.PHONY: mm
+MM_STAMP := $(VENV)/.mm-installed
+mm: $(MM_STAMP)
+$(MM_STAMP): $(STAMP) envs/mm.sh envs/mmcv_cxx.sh
+	bash envs/mm.sh $(VENV)
+	touch $@
