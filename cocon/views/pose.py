@@ -227,9 +227,14 @@ class PersonDetector:
 
     def __init__(self, settings: dict, device: str):
         from mmdet.apis import init_detector
+        from mmengine.config import Config
+        from mmpose.utils import adapt_mmdet_pipeline
 
+        # mmpose's inference makes its own registry the default, where mmdet's transforms are
+        # unknown: the detector's test pipeline names them with mmdet's scope (as mmpose's demo does)
+        config = adapt_mmdet_pipeline(Config.fromfile(settings["config"]))
         with full_checkpoint_loading():
-            self._model = init_detector(settings["config"], settings["checkpoint"], device=device)
+            self._model = init_detector(config, settings["checkpoint"], device=device)
         classes = list(self._model.dataset_meta.get("classes") or [])
         if "person" not in classes:
             raise ConfigError(f"pose.mmpose.detector.config: {settings['config']} has no class named person "
