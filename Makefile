@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.train_step
 	$(BIN)/python -m bench.loader
 	$(BIN)/python -m bench.pose_resolution
+	$(BIN)/python -m bench.pose_people
 	$(BIN)/python -m bench.flow_cost
 	$(BIN)/python -m bench.loader_batched
 	$(BIN)/python -m bench.tvl1_accuracy
