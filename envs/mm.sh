@@ -2,7 +2,7 @@
 # The optional OpenMMLab stack (mmpose, mmsegmentation, mmdet) into a virtualenv: `make mm`.
 #
 # mmcv has no prebuilt wheel for torch 2.14, so mmcv 2.1.0 is built from source with its
-# compiled ops (mmcv-lite lacks mmcv._ext): about 17 minutes on 2 cores. The built wheel is
+# compiled ops (mmcv-lite lacks mmcv._ext): about 7 minutes on 2 cores. The built wheel is
 # kept outside the clone, in $COCON_MM_CACHE (default ~/.cache/cocon-mm), in a folder named
 # by the mmcv, torch and Python versions, so later installs on the same machine skip the
 # build. xtcocotools is rebuilt for numpy 2 and cached the same way.
