@@ -2,11 +2,11 @@
 
 The models are tiny ones built here with random weights and saved as local checkpoints,
 so nothing is downloaded. Each test skips, saying why, where its mm package cannot be
-imported (these backends are an optional install, `make mm`); with ``COCON_REQUIRE_MM=1``,
-as CI sets it after `make mm`, that is a failure instead.
+imported (these backends are an optional install, `make mm`) or the real clips are absent;
+with ``COCON_REQUIRE_MM=1``, as CI sets it after `make mm`, any skip here is a failure
+instead (tests/conftest.py, the ``mm`` marker).
 """
 import importlib
-import os
 from types import ModuleType
 
 import cv2
@@ -22,6 +22,8 @@ from cocon.data.video import iter_frames
 from cocon.views.pose import backend_files, compute_pose, full_checkpoint_loading, render_heatmaps, view_size
 from cocon.views.seg import compute_seg
 from tests.conftest import run_snakemake, workflow_config, write_yaml
+
+pytestmark = pytest.mark.mm
 
 FRAME_COUNT = 4
 FRAME_SHORT_SIDE = 128
@@ -110,8 +112,6 @@ def import_or_skip(module: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as error:
-        if os.environ.get("COCON_REQUIRE_MM") == "1":
-            pytest.fail(f"{module} cannot be imported ({error}), and COCON_REQUIRE_MM=1 requires the mm backends")
         pytest.skip(f"{module} cannot be imported ({error}): the optional mm backends need "
                     "mmpose / mmsegmentation with mmengine and a compiled mmcv")
 
