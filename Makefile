@@ -74,7 +74,7 @@ gpu-check: $(STAMP)
 # the optional OpenMMLab backends (mmpose, mmsegmentation, mmdet) into .venv, as the README's
 # recipe: envs/mm.sh builds mmcv once per mmcv/torch/Python version and keeps the wheel in
 # ~/.cache/cocon-mm (COCON_MM_CACHE), so a later `make mm` on the same machine installs it
-# in about a minute. `make mm test` runs the suite with the mm tests.
+# in 20 seconds. `make mm test` runs the suite with the mm tests.
 .PHONY: mm
 MM_STAMP := $(VENV)/.mm-installed
 mm: $(MM_STAMP)
