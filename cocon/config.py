@@ -121,6 +121,10 @@ def check_consistency(config: dict, source: str) -> None:
     analysed = config["analysis"]["split"]
     if analysed is not None and analysed not in config["official_splits"]:
         errors.append(f"analysis.split: split {analysed} is not one of official_splits {config['official_splits']}")
+    pose = config["pose"]
+    if pose["backend"] == "mmpose" and pose["people"] == "all" and not pose["mmpose"]["detector"]["config"]:
+        errors.append("pose.mmpose.detector: required when pose.people is all (without a person detector "
+                      "mmpose sees the whole frame as one person box)")
     errors += _import_errors(config)
     weights = config["finetune"]["ensemble_weights"]
     if not any(weights[view] for view in config["views"]):
