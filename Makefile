@@ -60,6 +60,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.tvl1_accuracy
 	$(BIN)/python -m bench.features
 	$(BIN)/python -m bench.import_views
+	$(BIN)/python -m bench.checkpoint_cost
 
 clean-demo:
 	rm -rf results/demo

@@ -100,10 +100,10 @@ def cmd_pretrain(args) -> None:
 
 
 def cmd_finetune(args) -> None:
-    from cocon.train.finetune import FinetuneJob, run_finetuning
+    from cocon.train.finetune import FinetuneJob, launch
 
-    run_finetuning(FinetuneJob(_dataset(args), args.init, args.view, args.views_dir, args.manifest, args.pretrained,
-                               args.out, args.scores, args.state, split=args.split, epochs=args.epochs))
+    launch(FinetuneJob(_dataset(args), args.init, args.view, args.views_dir, args.manifest, args.pretrained,
+                       args.out, args.scores, args.state, split=args.split, epochs=args.epochs))
 
 
 def _feature_paths(paths: list[str]) -> tuple[dict[tuple[str, str], str], int]:

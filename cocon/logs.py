@@ -31,6 +31,8 @@ def stage_logging(log_path: str | Path | None):
         logging.captureWarnings(True)
         try:
             yield
+        except SystemExit:
+            raise  # a planned exit (a training job stopped on a signal) has logged why
         except BaseException:
             logging.getLogger("cocon").exception("stage failed")
             raise
@@ -39,3 +41,20 @@ def stage_logging(log_path: str | Path | None):
             sys.stderr.flush()
             os.dup2(saved_stderr, 2)
             os.close(saved_stderr)
+
+
+@contextlib.contextmanager
+def journal(path: str | Path):
+    """Also append this process's ``cocon`` log records to ``path`` while active. Snakemake
+    empties a job's log each time the job runs; a training job's journal in its state folder
+    keeps every run's lines: each stop on a signal, each resume, each epoch."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, mode="a")
+    handler.setFormatter(logging.Formatter(FORMAT))
+    logger = logging.getLogger("cocon")
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        handler.close()

@@ -52,6 +52,18 @@ def test_sampler_gives_each_process_its_own_whole_batches():
         EpochSampler(3, 4, seed=0)
 
 
+def test_sampler_resumed_inside_an_epoch_gives_the_rest_of_its_order():
+    for rank in range(2):
+        sampler = EpochSampler(22, 2, seed=1, rank=rank, world_size=2)
+        sampler.set_epoch(3)
+        whole = list(sampler)
+        for step in range(sampler.batches + 1):
+            sampler.set_epoch(3, start_step=step)
+            assert list(sampler) == whole[step * 2:] and len(sampler) == len(whole) - step * 2
+    with pytest.raises(ValueError, match="step 6 is not within an epoch of 5 steps"):
+        sampler.set_epoch(0, start_step=6)
+
+
 def test_pose_flip_swaps_left_and_right():
     clip = torch.zeros(2, 17, 8, 8)
     for channel in range(17):

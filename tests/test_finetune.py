@@ -1,6 +1,8 @@
 """Fine-tuning: the validation carve-out, freezing, a classifier that learns the demo, and
 a rerun of a finished job from scratch that still resumes after a kill."""
 import logging
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,7 @@ from cocon.data.clips import ClipDataset, ClipSpec
 from cocon.data.manifest import read_manifest
 from cocon.train import checkpoints
 from cocon.train.evaluate import write_report
+from cocon.train.preemption import TrainingStopped
 from cocon.train.finetune import FinetuneJob, build_classifier, freeze, run_finetuning, set_train_mode, split_videos
 from tests.conftest import build_demo_views
 
@@ -133,8 +136,8 @@ def test_a_forced_rerun_of_a_finished_job_starts_over_and_resumes_after_a_kill(d
     Path(job.scores).unlink()
     save = checkpoints.save_training_state
 
-    def save_then_die(path, fingerprint, epoch, *args, **kwargs):
-        save(path, fingerprint, epoch, *args, **kwargs)
+    def save_then_die(path, fingerprint, epoch, step, *args, **kwargs):
+        save(path, fingerprint, epoch, step, *args, **kwargs)
         raise Killed
 
     monkeypatch.setattr(checkpoints, "save_training_state", save_then_die)
@@ -150,7 +153,7 @@ def test_a_forced_rerun_of_a_finished_job_starts_over_and_resumes_after_a_kill(d
     # the killed forced run resumes from its own state, not the finished one
     caplog.clear()
     run_finetuning(job)
-    assert f"resuming from {last} after epoch 0" in caplog.text and "epochs 1..1" in caplog.text
+    assert f"resuming at epoch 1, step 0 of 2 from {last}" in caplog.text and "epochs 1..1" in caplog.text
     second = checkpoints.load(job.output)
     assert [row["epoch"] for row in second["history"]] == [0, 1]
     for metric in ("loss", "val_top1"):
@@ -171,3 +174,42 @@ def test_seed_summary_gives_mean_and_spread():
     documents = [{"dataset": f"demo{seed}", "results": [{"method": "cocon", "view": "rgb", "top1": top1}]}
                  for seed, top1 in enumerate((0.5, 0.7, 0.6))]
     assert "| CoCon | 60.0 ± 10.0 | — |" in seeds_markdown(documents)
+
+
+def test_a_signal_inside_an_epoch_resumes_to_the_same_model_and_scores(demo_views, tmp_path, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="cocon")
+
+    def finetune_job(folder: str) -> FinetuneJob:
+        out = tmp_path / folder
+        return FinetuneJob(dataset_config(demo_views, workers=1), "random", "flow", str(demo_views / "views"),
+                           str(demo_views / "manifest.tsv"), None, str(out / "flow.pt"), str(out / "flow.scores.npz"),
+                           str(out / "state"), epochs=2, threads=1)
+
+    straight, stopped = finetune_job("straight"), finetune_job("stopped")
+    run_finetuning(straight)
+
+    class SignalAtSecondStep(torch.nn.CrossEntropyLoss):
+        calls = 0
+
+        def forward(self, *args):
+            SignalAtSecondStep.calls += 1
+            if SignalAtSecondStep.calls == 2:
+                os.kill(os.getpid(), signal.SIGUSR1)
+            return super().forward(*args)
+
+    monkeypatch.setattr(torch.nn, "CrossEntropyLoss", SignalAtSecondStep)
+    with pytest.raises(TrainingStopped):
+        run_finetuning(stopped)
+    monkeypatch.undo()
+    last = Path(stopped.state_dir) / "last.pt"
+    # 2 steps per epoch: stopped after the last step of epoch 0, before its precise BN and validation
+    assert f"SIGUSR1 received: saved the state at epoch 0, step 2 of 2 to {last}" in caplog.text
+    run_finetuning(stopped)
+    assert f"resuming at epoch 0, step 2 of 2 from {last}" in caplog.text
+    expected, actual = checkpoints.load(straight.output), checkpoints.load(stopped.output)
+    for name, tensor in expected["model"].items():
+        assert torch.equal(tensor, actual["model"][name]), name
+    for metric in ("loss", "train_top1", "val_top1"):
+        assert [row[metric] for row in actual["history"]] == [row[metric] for row in expected["history"]], metric
+    with np.load(straight.scores) as first, np.load(stopped.scores) as second:
+        assert np.array_equal(first["scores"], second["scores"])

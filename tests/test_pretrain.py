@@ -2,8 +2,11 @@
 watches, resume after a kill, a rerun of a finished job from scratch, the distributed
 path, and non-finite losses."""
 import csv
+import dataclasses
+import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -19,13 +22,14 @@ import yaml
 from cocon.config import load_schema, validate
 from cocon.data.clips import ClipDataset, ClipSpec, split_videos
 from cocon.data.manifest import read_manifest
-from cocon.train import checkpoints, pretrain
+from cocon.train import checkpoints, launch as launching, pretrain
 from cocon.train.distributed import Runtime, setup, shutdown
+from cocon.train.preemption import TrainingStopped
 from cocon.train.pretrain import (
     METHODS, MultiViewDPC, NonFiniteLossError, PretrainJob, _losses, build_model, load_pretrained, run_pretraining,
     validation_batches, validation_metrics,
 )
-from tests.conftest import build_demo_views
+from tests.conftest import REPO, build_demo_views
 
 TINY = {"width": 0.125, "num_blocks": 4, "pred_steps": 1, "block_length": 2, "frame_stride": 2,
         "input_size": {"rgb": 32, "flow": 32, "pose": 32, "seg": 32}, "batch_size": 4, "workers": 0, "gpus": 0,
@@ -34,7 +38,7 @@ TINY = {"width": 0.125, "num_blocks": 4, "pred_steps": 1, "block_length": 2, "fr
 
 def tiny_dataset(root: Path, **pretrain) -> dict:
     dataset = validate({"layout": "demo", "root": str(root / "videos"), "test_fraction": 0.25,
-                        "demo": {"num_classes": 3, "videos_per_class": 4, "num_frames": 20, "width": 64, "height": 48},
+                        "demo": {"num_classes": 3, "videos_per_class": 4, "num_frames": 28, "width": 64, "height": 48},
                         "frames": {"short_side": 48}, "flow": {"method": "farneback"},
                         "pretrain": {**TINY, **pretrain}}, load_schema("dataset.schema.yaml"), "tiny")
     dataset["name"] = "tiny"
@@ -43,7 +47,8 @@ def tiny_dataset(root: Path, **pretrain) -> dict:
 
 @pytest.fixture(scope="module")
 def tiny_views(tmp_path_factory):
-    """rgb and flow shards of a 12-video demo set (9 for training)."""
+    """rgb and flow shards of a 12-video demo set (9 for training); 28 frames give 2 dense
+    windows a video, so that the one video validation carves has a batch of 2."""
     root = tmp_path_factory.mktemp("pretrain")
     return build_demo_views(root, tiny_dataset(root))
 
@@ -117,7 +122,7 @@ def test_validation_batches_are_fixed_and_never_a_single_clip():
 
 
 def test_too_few_validation_clips_fail_before_training(tiny_views, tmp_path):
-    # a window of 8 frames 1 in 3 spans 22 frames: the one carved video of 20 has 1 window
+    # a window of 8 frames 1 in 3 spans 22 frames: the one carved video of 28 has 1 window
     with pytest.raises(ValueError, match=r"pretrain.val_fraction 0.05 carves 1 validation video\(s\) with 1 "
                                          r"window\(s\) from 9 train videos; .* at least 2 windows"):
         run_pretraining(job(tiny_views, tmp_path, "cpc", ["rgb"], epochs=1, frame_stride=3))
@@ -156,7 +161,7 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tiny_views, tmp_path):
     assert epoch_at_kill < 3
     resumed = subprocess.run(_cli(tiny_views, killed, 4, workers=1), check=True, capture_output=True, text=True,
                              env=environment)
-    assert f"resuming from {state} after epoch {epoch_at_kill}" in resumed.stderr
+    assert re.search(rf"resuming at epoch {epoch_at_kill + 1}, step 0 of \d+ from {state}", resumed.stderr)
     expected, actual = checkpoints.load(straight / "rgb.pt"), checkpoints.load(killed / "rgb.pt")
     assert expected["model"].keys() == actual["model"].keys()
     for name, tensor in expected["model"].items():
@@ -173,9 +178,9 @@ def kill_after_epoch(monkeypatch, killed_epoch: int) -> None:
     """The next run dies right after saving the state of ``killed_epoch``."""
     save = checkpoints.save_training_state
 
-    def save_then_die(path, fingerprint, epoch, *args, **kwargs):
-        save(path, fingerprint, epoch, *args, **kwargs)
-        if epoch == killed_epoch:
+    def save_then_die(path, fingerprint, epoch, step, *args, **kwargs):
+        save(path, fingerprint, epoch, step, *args, **kwargs)
+        if epoch == killed_epoch and step == 0:
             raise Killed(f"killed after epoch {epoch}")
 
     monkeypatch.setattr(checkpoints, "save_training_state", save_then_die)
@@ -232,7 +237,7 @@ def test_a_kill_between_the_output_and_the_finished_mark_is_harmless(tiny_views,
     Path(cpc.output).unlink()
     caplog.clear()
     run_pretraining(cpc)
-    assert f"resuming from {last} after epoch 1" in caplog.text and "epochs 2..1" in caplog.text
+    assert f"resuming at epoch 2, step 0 of 2 from {last}" in caplog.text and "epochs 2..1" in caplog.text
     second = checkpoints.load(cpc.output)
     assert_same_weights(first["model"], second["model"])
     assert second["history"] == first["history"]
@@ -263,7 +268,7 @@ def test_a_forced_rerun_of_a_finished_joint_job_starts_over_and_resumes_after_a_
     # the killed forced run resumes: its own state, not the finished one
     caplog.clear()
     run_pretraining(cocon)
-    assert f"resuming from {last} after epoch 0" in caplog.text and "epochs 1..1" in caplog.text
+    assert f"resuming at epoch 1, step 0 of 2 from {last}" in caplog.text and "epochs 1..1" in caplog.text
     second = checkpoints.load(cocon.output)
     assert [row["epoch"] for row in second["history"]] == [0, 1]
     for view in ("rgb", "flow"):
@@ -317,33 +322,38 @@ def _loss_and_grads(model, batch, runtime, settings):
     return total.detach(), {name: param.grad.clone() for name, param in model.named_parameters()}
 
 
+def distributed_results(root: Path, runtime: Runtime) -> tuple:
+    """This process's loss, gradients (DDP) and validation metrics on its half of ``_batch``."""
+    torch.manual_seed(0)
+    settings = tiny_dataset(root)["pretrain"]
+    model = MultiViewDPC({view: build_model(settings, view) for view in ("rgb", "flow")}).eval()
+    ddp = torch.nn.parallel.DistributedDataParallel(model)
+    batch = _batch(root)
+    half = {view: batch[view][runtime.rank * 2:(runtime.rank + 1) * 2] for view in ("rgb", "flow")}
+    loss, grads = _loss_and_grads(ddp, half, runtime, settings)
+    # rank 0 scores 3 batches, rank 1 2: each alone, the mean over all 5
+    validation = _validation(model, root, runtime, settings)
+    return loss, {name.removeprefix("module."): grad for name, grad in grads.items()}, validation
+
+
 def _distributed_worker(rank: int, root: str, port: int, results) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2")
     runtime = setup(0)
-    torch.manual_seed(0)
-    settings = tiny_dataset(Path(root))["pretrain"]
-    model = MultiViewDPC({view: build_model(settings, view) for view in ("rgb", "flow")}).eval()
-    ddp = torch.nn.parallel.DistributedDataParallel(model)
-    batch = _batch(Path(root))
-    half = {view: batch[view][rank * 2:(rank + 1) * 2] for view in ("rgb", "flow")}
-    loss, grads = _loss_and_grads(ddp, half, runtime, settings)
-    # rank 0 scores 3 batches, rank 1 2: each alone, the mean over all 5
-    validation = _validation(model, Path(root), runtime, settings)
-    results[rank] = (loss, {name.removeprefix("module."): grad for name, grad in grads.items()}, validation)
+    results[rank] = distributed_results(Path(root), runtime)
     shutdown(runtime)
 
 
-def test_distributed_loss_gradients_and_validation_equal_one_process(tiny_views):
-    settings = tiny_dataset(tiny_views)["pretrain"]
+def _single_process(root: Path) -> tuple:
+    settings = tiny_dataset(root)["pretrain"]
     torch.manual_seed(0)
     model = MultiViewDPC({view: build_model(settings, view) for view in ("rgb", "flow")}).eval()
     alone = Runtime(0, 1, torch.device("cpu"))
-    single_loss, single_grads = _loss_and_grads(model, _batch(tiny_views), alone, settings)
-    single_validation = _validation(model, tiny_views, alone, settings)
-    assert _validation(model, tiny_views, alone, settings) == single_validation
-    assert {"val_loss", "val_cpc/rgb", "val_sync/flow-rgb", "val_top1/flow"} <= set(single_validation)
-    results = mp.Manager().dict()
-    mp.spawn(_distributed_worker, args=(str(tiny_views), _free_port(), results), nprocs=2, join=True)
+    loss, grads = _loss_and_grads(model, _batch(root), alone, settings)
+    return loss, grads, _validation(model, root, alone, settings)
+
+
+def assert_equal_to_one_process(results: dict, single: tuple) -> None:
+    single_loss, single_grads, single_validation = single
     for rank in range(2):
         loss, grads, validation = results[rank]
         assert validation.keys() == single_validation.keys()
@@ -354,3 +364,196 @@ def test_distributed_loss_gradients_and_validation_equal_one_process(tiny_views)
             # the same sums in another order: equal up to float32 rounding
             error = (grads[name] - grad).norm() / grad.norm().clamp_min(1e-12)
             assert error < 1e-4, f"{name}: relative error {error:.2e}"
+
+
+def test_distributed_loss_gradients_and_validation_equal_one_process(tiny_views):
+    single = _single_process(tiny_views)
+    assert {"val_loss", "val_cpc/rgb", "val_sync/flow-rgb", "val_top1/flow"} <= set(single[2])
+    results = mp.Manager().dict()
+    mp.spawn(_distributed_worker, args=(str(tiny_views), _free_port(), results), nprocs=2, join=True)
+    assert_equal_to_one_process(results, single)
+
+
+def test_two_torchrun_agents_meet_in_a_c10d_rendezvous_and_equal_one_process(tiny_views, tmp_path):
+    """Two "nodes" on this machine: two torchrun agents (the command each SLURM task runs,
+    --nnodes=2, one process each), a c10d rendezvous at the first's address, gloo on CPU."""
+    endpoint = f"127.0.0.1:{_free_port()}"
+    command = [sys.executable, "-m", "cocon.train.launch", *launching.torchrun_arguments(2, 1, endpoint, "two-nodes"),
+               "-m", "tests.distributed_worker", str(tiny_views), str(tmp_path)]
+    # LOGLEVEL: torch's elastic agents log the rendezvous at INFO only
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "LOGLEVEL": "INFO"}
+    agents = [subprocess.Popen(command, cwd=REPO, env=environment, stderr=subprocess.PIPE, text=True)
+              for _ in range(2)]
+    errors = [agent.communicate(timeout=300)[1] for agent in agents]
+    assert [agent.returncode for agent in agents] == [0, 0], errors
+    # one group of two agents, one process each, met in the c10d rendezvous
+    assert all(re.search(r"rdzv_backend\s+: c10d", error) and "group_world_size=2" in error for error in errors)
+    assert sorted(re.search(r"group_rank=(\d+)", error).group(1) for error in errors) == ["0", "1"]
+    results = {rank: torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in range(2)}
+    assert_equal_to_one_process(results, _single_process(tiny_views))
+
+
+def _training_process(job_file: Path, rank: int) -> int | None:
+    """The pid of the training process of ``rank`` that runs ``job_file``, or None yet."""
+    for proc in Path("/proc").iterdir():
+        try:
+            command = (proc / "cmdline").read_bytes().split(b"\0")
+            environment = (proc / "environ").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if b"cocon.train.worker" in command and str(job_file).encode() in command \
+                and f"RANK={rank}".encode() in environment:
+            return int(proc.name)
+    return None
+
+
+@pytest.fixture(scope="module")
+def wider_views(tmp_path_factory):
+    """rgb shards of a 24-video demo set: with val_fraction 0.2, 15 training videos (3 steps
+    of 2 clips for each of 2 processes) and 3 validation videos (3 batches to share)."""
+    root = tmp_path_factory.mktemp("wider")
+    dataset = tiny_dataset(root)
+    dataset["demo"] = {**dataset["demo"], "videos_per_class": 8}
+    return build_demo_views(root, dataset)
+
+
+def test_a_dead_rank_ends_the_job_within_a_minute_naming_it_and_keeps_the_last_good_state(wider_views, tmp_path):
+    """Two training processes under torchrun (the command of a SLURM task, gloo on CPU); rank
+    1 is killed (SIGKILL: no handler runs) inside an epoch, after a step checkpoint."""
+    # 3 steps an epoch, a step checkpoint after each
+    cpc = job(wider_views, tmp_path, "cpc", ["rgb"], epochs=20, batch_size=2, val_fraction=0.2,
+              checkpoint_minutes=1e-6, collective_timeout=30)
+    job_file = tmp_path / "job.json"
+    job_file.write_text(json.dumps(dataclasses.asdict(cpc)))
+    last = Path(cpc.state_dir) / "last.pt"
+    command = launching.training_command("pretrain", job_file, nodes=1, processes=2)
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    job_log = tmp_path / "job.log"
+    with open(job_log, "w") as errors:
+        agent = subprocess.Popen(command, cwd=REPO, env=environment, stderr=errors, start_new_session=True)
+    try:
+        victim, position, deadline = None, None, time.monotonic() + 300
+        # rank 1 stopped (SIGSTOP) right after a step checkpoint inside an epoch: rank 0 then
+        # waits in its next collective, and the saved state stays where it is while the test
+        # reads it; a stop that missed the inside of the epoch is let go and tried again
+        while position is None and agent.poll() is None and time.monotonic() < deadline:
+            if not re.search(r"step checkpoint: epoch [1-9]\d*, step 1 of 3", job_log.read_text()):
+                time.sleep(0.01)
+                continue
+            victim = victim or _training_process(job_file, rank=1)
+            os.kill(victim, signal.SIGSTOP)
+            time.sleep(0.5)
+            saved = _saved_position(last)
+            if saved and 1 <= saved[1] <= 2:
+                position = saved
+            else:
+                os.kill(victim, signal.SIGCONT)
+                time.sleep(0.3)
+        assert position and agent.poll() is None, job_log.read_text()[-3000:]
+        os.kill(victim, signal.SIGKILL)
+        # the job ends within a minute: rank 0's collective fails on the closed connection
+        # (collective_timeout bounds it if it did not), and torchrun stops the rest
+        status = agent.wait(timeout=60)
+    finally:
+        if agent.poll() is None:
+            os.killpg(agent.pid, signal.SIGKILL)
+    errors = job_log.read_text()
+    assert status == 1, errors[-3000:]
+    assert re.search(rf"rank 1 \(local rank 1, pid {victim} on \S+\) failed first: killed by SIGKILL", errors), \
+        errors[-3000:]
+    # the last good state, whole, and no half-written one beside it
+    assert _saved_position(last) == position and not last.with_name("last.pt.tmp").exists()
+    assert not Path(cpc.output).exists()
+    # the same command resumes from it and finishes
+    resumed = subprocess.run(command, cwd=REPO, env=environment, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming at epoch {position[0] + 1}, step {position[1]} of 3 from {last}" in resumed.stderr
+    assert Path(cpc.output).exists()
+
+
+def _saved_position(state_path: Path) -> tuple[int, int] | None:
+    """(last finished epoch, steps of the next) of the state at ``state_path``, or None."""
+    try:
+        state = checkpoints.load(state_path)
+    except (FileNotFoundError, ValueError):   # none yet, or being renamed into place
+        return None
+    return state["epoch"], state["step"]
+
+
+def signal_at_training_step(monkeypatch, signum: int, at: int) -> None:
+    """A real ``signum`` to this process during training step ``at`` (counted over epochs from 0)."""
+    losses, steps = pretrain._losses, []
+
+    def losses_then_signal(*args, **kwargs):
+        result = losses(*args, **kwargs)
+        if torch.is_grad_enabled():   # a training step, not validation
+            if len(steps) == at:
+                os.kill(os.getpid(), signum)
+            steps.append(at)
+        return result
+
+    monkeypatch.setattr(pretrain, "_losses", losses_then_signal)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_views, tmp_path_factory):
+    """2 epochs of 4 steps with a loader worker, never stopped."""
+    out = tmp_path_factory.mktemp("uninterrupted")
+    cpc = job(tiny_views, out, "cpc", ["rgb"], epochs=2, batch_size=2, workers=1)
+    run_pretraining(cpc)
+    return checkpoints.load(cpc.output)
+
+
+@pytest.mark.parametrize("signum, at", [(signal.SIGUSR1, 0), (signal.SIGTERM, 3), (signal.SIGUSR1, 4)],
+                         ids=["first-step", "last-step-of-an-epoch", "first-step-of-the-next"])
+def test_a_signal_at_any_step_saves_a_state_that_resumes_to_the_same_weights(tiny_views, uninterrupted, tmp_path,
+                                                                             monkeypatch, caplog, signum, at):
+    caplog.set_level(logging.INFO, logger="cocon")
+    cpc = job(tiny_views, tmp_path, "cpc", ["rgb"], epochs=2, batch_size=2, workers=1)
+    last = Path(cpc.state_dir) / "last.pt"
+    signal_at_training_step(monkeypatch, signum, at)
+    with pytest.raises(TrainingStopped) as stopped:
+        run_pretraining(cpc)
+    monkeypatch.undo()
+    epoch, step = divmod(at + 1, 4)
+    if step == 0:   # the epoch's last step: its validation is still to run
+        epoch, step = epoch - 1, 4
+    name = signal.Signals(signum).name
+    assert stopped.value.exit_status == {"SIGUSR1": 75, "SIGTERM": 143}[name]
+    assert f"{name} received: saved the state at epoch {epoch}, step {step} of 4 to {last}" in caplog.text
+    state = checkpoints.load(last)
+    assert (state["epoch"], state["step"]) == (epoch - 1, step) and not Path(cpc.output).exists()
+    assert not last.with_name("last.pt.tmp").exists()
+    caplog.clear()
+    run_pretraining(cpc)
+    assert f"resuming at epoch {epoch}, step {step} of 4 from {last}" in caplog.text
+    resumed = checkpoints.load(cpc.output)
+    assert_same_weights(uninterrupted["model"], resumed["model"])
+    # the epochs' mean losses too: the sums of the steps before the stop were kept
+    assert [row["loss"] for row in resumed["history"]] == [row["loss"] for row in uninterrupted["history"]]
+    assert [row["val_loss"] for row in resumed["history"]] == [row["val_loss"] for row in uninterrupted["history"]]
+
+
+def test_step_checkpoints_cover_a_kill_without_a_signal(tiny_views, uninterrupted, tmp_path, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="cocon")
+    # a step checkpoint after every step; the job dies (no signal) right after the one of epoch 1, step 2
+    cpc = job(tiny_views, tmp_path, "cpc", ["rgb"], epochs=2, batch_size=2, workers=1, checkpoint_minutes=1e-6)
+    save = checkpoints.save_training_state
+
+    def save_then_die(path, fingerprint, epoch, step, *args, **kwargs):
+        save(path, fingerprint, epoch, step, *args, **kwargs)
+        if (epoch, step) == (0, 2):
+            raise Killed("killed after a step checkpoint")
+
+    monkeypatch.setattr(checkpoints, "save_training_state", save_then_die)
+    with pytest.raises(Killed):
+        run_pretraining(cpc)
+    monkeypatch.undo()
+    assert "step checkpoint: epoch 1, step 1 of 4" in caplog.text
+    # a half-written checkpoint of a kill during the next save is never read
+    last = Path(cpc.state_dir) / "last.pt"
+    last.with_name("last.pt.tmp").write_bytes(last.read_bytes()[:1000])
+    caplog.clear()
+    run_pretraining(job(tiny_views, tmp_path, "cpc", ["rgb"], epochs=2, batch_size=2, workers=1))
+    assert f"resuming at epoch 1, step 2 of 4 from {last}" in caplog.text
+    assert_same_weights(uninterrupted["model"], checkpoints.load(cpc.output)["model"])

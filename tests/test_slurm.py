@@ -1,11 +1,16 @@
 """profiles/slurm on a real single-node SLURM (Debian's slurm-wlm with munge, no accounting
-database): CPU jobs through sbatch, a cancelled job's rerun, and a multi-GPU pretraining
-job's submission (one task, --gpus=N, torchrun with a process per GPU).
+database): CPU jobs through sbatch, a cancelled job's rerun, the submissions of a 2-GPU
+pretraining job (one task, --gpus=2, a job step starting torchrun with a process per GPU)
+and of a 2-node, 2-GPU one (a task per node, each a torchrun agent of a c10d rendezvous),
+and two pretraining jobs stopped inside an epoch, one by `scontrol requeue`, one by
+`scancel --signal=USR1` (the profile's time-limit warning), that resume there and finish
+with an uninterrupted run's weights.
 
-The fixture installs slurmctld, slurmd, slurm-client and munge where they are missing,
-writes /etc/slurm/slurm.conf (the jobstep plugin strips SLURM_CONF, so the config must live
-there), starts munged, slurmctld and slurmd, and stops them by PID afterwards. The tests
-skip, saying why, where not root or where SLURM cannot be installed."""
+The fixture installs slurmctld, slurmd, slurm-client and munge where they are missing
+(.ci/run installs them first), writes /etc/slurm/slurm.conf (the jobstep plugin strips
+SLURM_CONF, so the config must live there), starts munged, slurmctld and slurmd, and stops
+them by PID afterwards. The tests skip, saying why, where not root or where SLURM cannot
+be installed or started; in CI (CI set, as .ci/run runs) they fail instead."""
 import json
 import os
 import re
@@ -14,10 +19,12 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from tests.conftest import REPO, write_yaml
@@ -83,15 +90,20 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 """
 
 
+def _cannot_run(why: str):
+    """Skip, saying why; in CI, where the SLURM tests must run, fail."""
+    (pytest.fail if os.environ.get("CI") else pytest.skip)(f"SLURM tests: {why}")
+
+
 @pytest.fixture(scope="module")
 def slurm():
     why = _install()
     if why:
-        pytest.skip(why)
+        _cannot_run(why)
     if SLURM_CONF.exists() and "tests/test_slurm.py" not in SLURM_CONF.read_text():
-        pytest.skip(f"{SLURM_CONF} exists and was not written by this test: not touching a real cluster")
+        _cannot_run(f"{SLURM_CONF} exists and was not written by this test: not touching a real cluster")
     if _run("pgrep", "-x", "slurmctld", check=False).returncode == 0:
-        pytest.skip("a slurmctld is already running on this machine")
+        _cannot_run("a slurmctld is already running on this machine")
     host = socket.gethostname().split(".")[0]
     for folder in ("/etc/slurm", "/var/lib/slurm/slurmctld", "/var/lib/slurm/slurmd", "/var/log/slurm",
                    "/run/munge", "/var/lib/munge", "/var/log/munge"):
@@ -321,11 +333,138 @@ def test_multi_gpu_pretraining_is_one_task_with_its_gpus(tiny_rgb, monkeypatch):
     assert not any(arg.startswith(("--ntasks", "--ntasks-per-gpu", "-n")) and arg not in ("-n1",) for arg in args), args
     assert "--ntasks-per-gpu" not in call and "tasks=" not in call
     assert "rule_pretrain_cpc" in call
-    # the job runs the rule's script once (one task), which starts torchrun with a process per GPU
-    from cocon.train import pretrain
+    # one node: the plugin runs the rule's script in the batch step (mpi), which starts one job
+    # step, a task starting torchrun with a process per GPU
+    assert "--nodes=1" in args and "--ntasks=1" not in args and not any(arg.startswith("--gres") for arg in args)
+    assert "--signal=USR1@600" in call and "--open-mode=append" in call and "--requeue" in args
+    commands = _launched(monkeypatch, {"NodeList": "vm", "CPUs/Task": "8"}, gpus=2, nodes=1)
+    assert commands == [["srun", "--jobid=1234", "--nodes=1", "--ntasks=1", "--ntasks-per-node=1", "--kill-on-bad-exit=1",
+                         "--cpus-per-task=8", "--gres=gpu:2", sys.executable, "-m", "cocon.train.launch", "--standalone",
+                         "--nproc-per-node=2", "-m", "cocon.train.worker", "pretrain", commands[0][-1]]], commands
+
+
+def _launched(monkeypatch, allocation: dict, **settings) -> list[list[str]]:
+    """The commands ``pretrain.launch`` runs for a job of ``settings`` in SLURM job 1234 with
+    ``allocation`` (scontrol's fields; the node names from the real scontrol)."""
+    from cocon.train import launch, pretrain
     calls = []
-    monkeypatch.setattr(pretrain.subprocess, "run", lambda command, check: calls.append(command))
-    job = pretrain.PretrainJob({"pretrain": {"gpus": 2}}, "cpc", ["rgb"], str(tmp_path / "views"),
-                               str(tmp_path / "manifest.tsv"), str(tmp_path / "rgb.pt"), str(tmp_path / "state"))
-    pretrain.launch(job)
-    assert len(calls) == 1 and "torch.distributed.run" in calls[0] and "--nproc_per_node=2" in calls[0]
+    monkeypatch.setenv("SLURM_JOB_ID", "1234")
+    monkeypatch.delenv("SLURM_STEP_ID", raising=False)
+    monkeypatch.setattr(launch, "slurm_job", lambda job_id: allocation)
+    monkeypatch.setattr(launch, "run_forwarding_signals", lambda command: calls.append(command) or 0)
+    state = Path(tempfile.mkdtemp())
+    pretrain.launch(pretrain.PretrainJob({"pretrain": settings}, "cpc", ["rgb"], str(state / "views"),
+                                         str(state / "manifest.tsv"), str(state / "rgb.pt"), str(state / "state")))
+    return calls
+
+
+def test_two_nodes_of_two_gpus_are_one_job_with_a_task_per_node(tiny_rgb, monkeypatch):
+    """pretrain.nodes 2, gpus 2: one sbatch job over 2 nodes with one task each and 2 GPUs per
+    node; its script starts one srun step, a task per node, each a torchrun agent of 2
+    processes meeting in a c10d rendezvous on the first node."""
+    tmp_path, result, _ = tiny_rgb
+    assert result.returncode == 0, result.stderr[-4000:]
+    tiny_dataset(tmp_path, "tiny", gpus=2, workers=3, nodes=2)
+    fake = tmp_path / "bin2"
+    fake.mkdir(exist_ok=True)
+    (fake / "sbatch").write_text(FAKE_SBATCH)
+    (fake / "sbatch").chmod(0o755)
+    record = tmp_path / "sbatch2"
+    result = through_slurm(tmp_path, "results/tiny/split1/pretrain/cpc/rgb.pt",
+                           env={"PATH": f"{fake}:{os.environ['PATH']}", "SBATCH_RECORD": str(record)})
+    assert result.returncode != 0 and Path(f"{record}.args").exists(), result.stderr[-4000:]
+    args = Path(f"{record}.args").read_text().splitlines()
+    assert {"--nodes=2", "--ntasks=2", "--gres=gpu:2", "--cpus-per-task=8"} <= set(args), args
+    assert not any(arg.startswith(("--gpus", "--ntasks-per-gpu")) for arg in args), args
+    commands = _launched(monkeypatch, {"NodeList": "gpu[07-08]", "CPUs/Task": "8"}, gpus=2, nodes=2)
+    assert commands == [["srun", "--jobid=1234", "--nodes=2", "--ntasks=2", "--ntasks-per-node=1", "--kill-on-bad-exit=1",
+                         "--cpus-per-task=8", "--gres=gpu:2", sys.executable, "-m", "cocon.train.launch", "--nnodes=2",
+                         "--nproc-per-node=2", "--rdzv-backend=c10d", "--rdzv-endpoint=gpu07:16234",
+                         "--rdzv-id=slurm-1234", "-m", "cocon.train.worker", "pretrain", commands[0][-1]]], commands
+
+
+BASELINE = """
+import sys
+from cocon.config import load_dataset_config
+from cocon.train.pretrain import PretrainJob, run_pretraining
+dataset = load_dataset_config("tiny.yaml", "tiny")
+for split in (1, 2):
+    run_pretraining(PretrainJob(dataset, "cpc", ["rgb"], "results/tiny/views", "results/tiny/manifest.tsv",
+                                f"baseline/split{split}.pt", f"baseline/split{split}.state", split=split, threads=1))
+"""
+
+
+def _training_position(state_path: Path) -> tuple[int, int] | None:
+    """(epoch, step) of the step the job is in, from its last step checkpoint, or None."""
+    from cocon.train import checkpoints
+    try:
+        state = checkpoints.load(state_path)
+    except (FileNotFoundError, ValueError):
+        return None
+    return state["epoch"] + 1, state["step"]
+
+
+def test_requeued_and_warned_pretraining_jobs_resume_inside_the_epoch(tiny_rgb):
+    """Two pretraining jobs on the real cluster: one requeued with `scontrol requeue` (SIGTERM,
+    then SLURM puts it back in the queue), one sent `scancel --signal=USR1` (the profile's
+    time-limit warning: training saves and requeues its job itself). Each resumes inside the
+    epoch and ends with the weights of an uninterrupted run; Snakemake sees each job done once."""
+    from cocon.train import checkpoints
+    workdir, result, _ = tiny_rgb
+    assert result.returncode == 0, result.stderr[-4000:]
+    # 7 steps per epoch with a loader worker; a step checkpoint after about every step tells
+    # the test where training is (it does not change what is trained)
+    tiny_dataset(workdir, "tiny", batch_size=2, workers=1, cpc_epochs=2, val_fraction=0.15, checkpoint_minutes=0.001)
+    with open(workdir / "tiny.yaml", "a") as dataset:
+        dataset.write("official_splits: [1, 2]\n")
+    with open(workdir / "config.yaml", "a") as config:
+        config.write("threads: {pretrain: 1}\n")   # both jobs side by side on the 2-CPU node
+    targets = [f"results/tiny/split{split}/pretrain/cpc/rgb.pt" for split in (1, 2)]
+    run = through_slurm(workdir, *targets, background=True)
+    baseline = subprocess.Popen([sys.executable, "-c", BASELINE], cwd=workdir, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+    actions = {1: ("scontrol", "requeue"), 2: ("scancel", "--signal=USR1")}
+    signalled, released = {}, set()
+    deadline = time.monotonic() + 400
+    while run.poll() is None and time.monotonic() < deadline and len(released) < 2:
+        for line in _run("squeue", "-h", "-o", "%i %T %k", check=False).stdout.splitlines():
+            jobid, state, comment = (line.split(None, 2) + [""])[:3]
+            split = int(re.search(r"_(\d)_rgb", comment).group(1)) if "rule_pretrain_cpc" in comment else None
+            if split is None:
+                continue
+            if split not in signalled and state == "RUNNING":
+                position = _training_position(workdir / f"results/tiny/split{split}/pretrain/cpc/rgb.state/last.pt")
+                # a few steps before the epoch's end: the signal lands on a step
+                if position and 1 <= position[1] <= 4:
+                    _run(*actions[split], jobid)
+                    signalled[split] = jobid
+            elif split in signalled and split not in released and state == "PENDING":
+                # a requeued job waits two minutes before it may start again: not in a test
+                _run("scontrol", "update", f"JobId={jobid}", "StartTime=now")
+                released.add(split)
+        time.sleep(0.2)
+    output, _ = run.communicate(timeout=400)
+    assert set(signalled) == {1, 2} and released == {1, 2}, (signalled, released, output[-4000:])
+    assert run.returncode == 0, output[-6000:]
+    # one submission per job, each reported done once: the requeued jobs kept their ids
+    jobs = submitted(output)
+    assert sorted(jobs) == sorted(signalled.values()) and set(jobs.values()) == {"pretrain_cpc"}, jobs
+    assert output.count("Finished jobid") == 2, output[-4000:]
+    for split, signal_name in ((1, "SIGTERM"), (2, "SIGUSR1")):
+        # the job's journal: Snakemake empties the job's log when the requeued job runs again
+        log = (workdir / f"results/tiny/split{split}/pretrain/cpc/rgb.state/training.log").read_text()
+        state = f"results/tiny/split{split}/pretrain/cpc/rgb.state/last.pt"
+        stop = re.search(rf"{signal_name} received: saved the state at epoch (\d+), step (\d+) of 7 to {state}", log)
+        assert stop, log[-3000:]
+        epoch, step = map(int, stop.groups())
+        assert 2 <= step <= 7, stop.group(0)   # inside the epoch
+        assert f"resuming at epoch {epoch}, step {step} of 7 from {state}" in log, log[-3000:]
+        if signal_name == "SIGUSR1":
+            assert f"requeued SLURM job {signalled[split]}" in log
+        assert scontrol(signalled[split])["Restarts"] == "1"
+    _, errors = baseline.communicate(timeout=300)
+    assert baseline.returncode == 0, errors[-3000:]
+    for split in (1, 2):
+        expected = checkpoints.load(workdir / f"baseline/split{split}.pt")["model"]
+        actual = checkpoints.load(workdir / targets[split - 1])["model"]
+        assert all(torch.equal(tensor, actual[name]) for name, tensor in expected.items()), split

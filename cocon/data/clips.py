@@ -400,24 +400,29 @@ class ClipDataset(torch.utils.data.Dataset):
 
 class EpochSampler(torch.utils.data.Sampler):
     """Yields (epoch, item) keys in an order shuffled by (seed, epoch), this process's share
-    of them when ``world_size`` > 1; every process gets the same number of whole batches."""
+    of them when ``world_size`` > 1; every process gets the same number of whole batches
+    (``batches``, the steps of an epoch). ``set_epoch(epoch, start_step)`` skips the first
+    ``start_step`` batches of the epoch: a run resumed inside an epoch sees the rest of the
+    same order."""
 
     def __init__(self, length: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
         self.length, self.batch_size, self.seed = length, batch_size, seed
         self.rank, self.world_size = rank, world_size
-        self.epoch = 0
+        self.epoch, self.start_step = 0, 0
         self.batches = length // (batch_size * world_size)
         if self.batches == 0:
             raise ValueError(f"{length} training videos make no whole batch of {batch_size} x {world_size} processes")
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        if not 0 <= start_step <= self.batches:
+            raise ValueError(f"step {start_step} is not within an epoch of {self.batches} steps")
+        self.epoch, self.start_step = epoch, start_step
 
     def __len__(self) -> int:
-        return self.batches * self.batch_size
+        return (self.batches - self.start_step) * self.batch_size
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch))
         order = torch.randperm(self.length, generator=generator)[: self.batches * self.batch_size * self.world_size]
-        for item in order[self.rank::self.world_size].tolist():
+        for item in order[self.rank::self.world_size][self.start_step * self.batch_size:].tolist():
             yield self.epoch, item

@@ -1,7 +1,8 @@
 """Checkpoints: written atomically, read with ``weights_only=True`` (no pickled code).
 
 A training job (pretraining, fine-tuning) keeps a state folder beside its output:
-``last.pt``, the state after its last finished epoch, from which a killed run resumes
+``last.pt``, the state after its last finished epoch or its last step checkpoint (on a
+stop signal, or every ``checkpoint_minutes``), from which a stopped run resumes
 (``resume_training``), plus the run's records (``metrics.csv``, ``tensorboard/``, and for
 fine-tuning ``best.pt``). Once the job has written its final output it marks ``last.pt``
 finished (``mark_finished``), and a finished state is never resumed: any later run of the
@@ -19,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from cocon.train.distributed import Runtime, gather_objects
+
 log = logging.getLogger(__name__)
 
 
@@ -27,7 +30,11 @@ def save(payload: dict, path: str | os.PathLike) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
+    with open(tmp, "wb") as handle:
+        torch.save(payload, handle)
+        handle.flush()
+        # on disk before the rename: after a node failure the name holds the old state or the new
+        os.fsync(handle.fileno())
     os.replace(tmp, path)
 
 
@@ -41,23 +48,37 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:
         raise ValueError(f"{path}: not a readable checkpoint ({error})") from error
 
 
-def save_training_state(path, fingerprint: str, epoch: int, model, optimizer, scheduler, history: list[dict],
-                        **extra) -> None:
-    """Everything a killed run needs to go on after ``epoch`` exactly as if never stopped."""
-    save({"fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(),
-          "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-          "torch_rng": torch.get_rng_state(),
-          "cuda_rng": torch.cuda.get_rng_state() if torch.cuda.is_initialized() else None,
-          "history": history, **extra}, path)
+def fingerprint_settings(settings: dict) -> dict:
+    """The settings of a training section that its state depends on: not how often the state
+    is saved nor how long a collective waits; nodes only beyond one (so that a state written
+    before the key existed still resumes)."""
+    skipped = {"checkpoint_minutes", "collective_timeout"} | ({"nodes"} if settings.get("nodes", 1) == 1 else set())
+    return {key: value for key, value in settings.items() if key not in skipped}
 
 
-def resume_training(path, fingerprint: str, model, optimizer, scheduler) -> dict | None:
-    """Restore the state of the last finished epoch into ``model``, ``optimizer`` and
-    ``scheduler`` when ``path`` was written with the same settings (``fingerprint``) by a
-    run that was stopped before it wrote its output, and return it (epoch, history,
-    extras); None when there is nothing to resume: no state, one of other settings, or
-    one of a finished run (``mark_finished``). On None the caller starts from scratch and
-    should ``clear_records`` of the earlier run."""
+def save_training_state(path, fingerprint: str, epoch: int, step: int, model, optimizer, scheduler,
+                        history: list[dict], runtime: Runtime, local: dict | None = None, **extra) -> None:
+    """Everything a stopped run needs to go on exactly as if never stopped: the state after
+    the last finished ``epoch`` (-1: none yet) and ``step`` steps of the next one. Called by
+    every process of a distributed run; each one's RNG state and ``local`` values (its sums
+    of the epoch so far) are gathered, and the main process writes."""
+    ranks = gather_objects({"torch_rng": torch.get_rng_state(),
+                            "cuda_rng": torch.cuda.get_rng_state() if torch.cuda.is_initialized() else None,
+                            "local": local or {}}, runtime)
+    if runtime.is_main:
+        save({"fingerprint": fingerprint, "epoch": epoch, "step": step, "model": model.state_dict(),
+              "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "ranks": ranks,
+              "history": history, **extra}, path)
+
+
+def resume_training(path, fingerprint: str, model, optimizer, scheduler, rank: int = 0) -> dict | None:
+    """Restore a stopped run's state into ``model``, ``optimizer``, ``scheduler`` and this
+    process's RNG when ``path`` was written with the same settings (``fingerprint``) by a
+    run that was stopped before it wrote its output, and return it with ``epoch`` (the last
+    finished, -1: none), ``step`` (the steps of the next epoch already run) and ``local``
+    (this process's values saved with it); None when there is nothing to resume: no state,
+    one of other settings, or one of a finished run (``mark_finished``). On None the caller
+    starts from scratch and should ``clear_records`` of the earlier run."""
     path = Path(path)
     if not path.exists():
         return None
@@ -71,11 +92,12 @@ def resume_training(path, fingerprint: str, model, optimizer, scheduler) -> dict
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["torch_rng"])
-    if state["cuda_rng"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda_rng"])
-    log.info("resuming from %s after epoch %d", path, state["epoch"])
-    return state
+    # a state of an earlier version: written after an epoch, one process's RNG at its top level
+    mine = state.get("ranks", [state])[rank]
+    torch.set_rng_state(mine["torch_rng"])
+    if mine["cuda_rng"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(mine["cuda_rng"])
+    return {**state, "step": state.get("step", 0), "local": mine.get("local", {})}
 
 
 def mark_finished(path) -> None:

@@ -13,8 +13,13 @@ gradient, BatchNorm statistics fixed. Validation and testing take the central sq
 into windows of N blocks overlapping by half, averaging the softmax over them.
 
 The outputs are the best model and the test scores; a state folder beside them holds the
-state of the last finished epoch (``last.pt``), the best epoch's weights (``best.pt``),
-``metrics.csv`` and TensorBoard curves. A killed run resumes from ``last.pt``. Once both
+state of the last finished epoch or step checkpoint (``last.pt``, as pretraining's), the
+best epoch's weights (``best.pt``), ``metrics.csv`` and TensorBoard curves. A stopped run
+resumes from ``last.pt``, inside the epoch after a stop signal or a step checkpoint.
+With ``finetune.gpus`` > 1 or ``finetune.nodes`` > 1 it runs as pretraining does
+(``cocon.train.launch``): DDP with each process's share of the batches, BatchNorm
+statistics averaged over the processes after precise BN, validation and test videos
+scored in shares. Once both
 outputs are written, ``last.pt`` is marked finished (``checkpoints.mark_finished``), so any
 later run of the job (``snakemake --forcerun finetune``, or one re-planned because its
 inputs changed) trains every epoch again from scratch, with ``best.pt`` and the curves
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,8 +42,12 @@ from cocon.config import config_hash
 from cocon.data.clips import ClipDataset, ClipSpec, EpochSampler, split_videos
 from cocon.data.manifest import read_manifest
 from cocon.models import Classifier
-from cocon.train import checkpoints
+from cocon.train import checkpoints, launch as launching
+from cocon.train.distributed import (
+    Runtime, all_gather_objects, average, average_tensors, barrier, setup, shutdown,
+)
 from cocon.train.history import tensorboard, write_metrics
+from cocon.train.preemption import StepCheckpoints, StopSignals, ignore_stop_signals
 from cocon.train.pretrain import NonFiniteLossError, build_model
 
 log = logging.getLogger(__name__)
@@ -89,12 +99,13 @@ def set_train_mode(model: Classifier, frozen: list[nn.Module]) -> None:
 
 @torch.no_grad()
 def recalibrate_batchnorm(model: Classifier, loader, view: str, device: torch.device, frozen: list[nn.Module],
-                          max_batches: int) -> None:
+                          max_batches: int, runtime: Runtime) -> None:
     """Recompute BatchNorm running statistics as plain averages over training batches with
     the current weights ("precise BN"). The running averages kept during training lag
     behind weights that move quickly, as they do in short fine-tuning runs: in eval mode
     the model then sees features it was not trained on (on the demo: validation accuracy
-    at chance with these lagging statistics, 100% after recalibration)."""
+    at chance with these lagging statistics, 100% after recalibration). Under DDP each
+    process reads its own share of the batches, and the statistics are averaged over all."""
     frozen_ids = {id(module) for frozen_module in frozen for module in frozen_module.modules()}
     layers = [module for module in model.modules()
               if isinstance(module, nn.modules.batchnorm._BatchNorm) and id(module) not in frozen_ids]
@@ -109,22 +120,39 @@ def recalibrate_batchnorm(model: Classifier, loader, view: str, device: torch.de
         model(batch[view].to(device))
     for layer, momentum in zip(layers, momenta):
         layer.momentum = momentum
+        # under DDP: the mean over every process's batches (each process read as many)
+        average_tensors([layer.running_mean, layer.running_var], runtime)
 
 
 @torch.no_grad()
-def dense_scores(model: Classifier, dataset: ClipDataset, batch_size: int, device: torch.device) -> np.ndarray:
-    """Softmax averaged over each video's dense windows: ``[videos, classes]``."""
+def dense_scores(model: Classifier, dataset: ClipDataset, num_videos: int, batch_size: int,
+                 runtime: Runtime) -> tuple[np.ndarray, int]:
+    """Softmax averaged over each video's dense windows, ``[num_videos, classes]``, and the
+    number of windows. Under DDP each process scores its share of the videos, every
+    world_size-th (``dataset`` holds this process's share: ``shard(videos, runtime)``), and
+    every process gets all the scores."""
     model.eval()
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    # its own generator: a draw from the global one would shift dropout after a resume
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, generator=torch.Generator())
     sums: dict[int, torch.Tensor] = {}
     counts: dict[int, int] = {}
     view = dataset.views[0]
     for batch in loader:
-        probabilities = torch.softmax(model(batch[view].to(device)).float(), dim=1).cpu()
+        probabilities = torch.softmax(model(batch[view].to(runtime.device)).float(), dim=1).cpu()
         for video, row in zip(batch["video"].tolist(), probabilities):
             sums[video] = sums.get(video, 0) + row
             counts[video] = counts.get(video, 0) + 1
-    return torch.stack([sums[index] / counts[index] for index in range(len(dataset.videos))]).numpy()
+    scores = torch.stack([sums[index] / counts[index] for index in range(len(dataset.videos))]).numpy()
+    shares = all_gather_objects((scores, len(dataset)), runtime)
+    everything = np.empty((num_videos, scores.shape[1]), dtype=scores.dtype)
+    for rank, (share, _) in enumerate(shares):
+        everything[rank::runtime.world_size] = share
+    return everything, sum(windows for _, windows in shares)
+
+
+def shard(videos: list, runtime: Runtime) -> list:
+    """This process's share of ``videos`` for ``dense_scores``."""
+    return videos[runtime.rank::runtime.world_size]
 
 
 def accuracy(scores: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
@@ -143,13 +171,26 @@ def save_scores(path, scores: np.ndarray, labels: np.ndarray, video_ids: list[st
 
 def run_finetuning(job: FinetuneJob) -> None:
     settings = job.dataset["finetune"]
+    runtime = setup(settings["gpus"], settings["collective_timeout"], "finetune.gpus")
+    try:
+        with StopSignals(loader_workers=settings["workers"] > 0) as signals:
+            _finetune(job, settings, runtime, signals)
+    finally:
+        shutdown(runtime)
+
+
+def launch(job: FinetuneJob) -> None:
+    """Run ``job`` here, as one torchrun job with a process per GPU, or as a SLURM job step
+    over ``finetune.nodes`` nodes (``cocon.train.launch``)."""
+    launching.launch(job, "finetune", job.dataset["finetune"], run_finetuning)
+
+
+def _finetune(job: FinetuneJob, settings: dict, runtime: Runtime, signals: StopSignals) -> None:
     model_settings = job.dataset["pretrain"]
     torch.manual_seed(settings["seed"])
     if job.threads:
         torch.set_num_threads(job.threads)
-    device = torch.device("cuda" if settings["gpus"] > 0 else "cpu")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"finetune.gpus is {settings['gpus']} but CUDA is not available on this machine")
+    device = runtime.device
     epochs = job.epochs or settings["epochs"]
     train, val, test = split_videos(job.manifest, job.split, settings["val_fraction"], settings["seed"])
     if not val:
@@ -161,39 +202,61 @@ def run_finetuning(job: FinetuneJob) -> None:
     trainable = [param for param in model.parameters() if param.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=settings["lr"], weight_decay=settings["weight_decay"])
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, settings["milestones"], settings["gamma"])
-    fingerprint = config_hash({"finetune": settings, "model": model_settings, "init": job.init, "view": job.view,
-                               "checkpoint": job.checkpoint, "epochs": epochs, "split": job.split})
+    fingerprint = config_hash({"finetune": checkpoints.fingerprint_settings(settings),
+                               "model": checkpoints.fingerprint_settings(model_settings), "init": job.init,
+                               "view": job.view, "checkpoint": job.checkpoint, "epochs": epochs, "split": job.split})
     state_path, best_path = Path(job.state_dir) / "last.pt", Path(job.state_dir) / "best.pt"
-    state = checkpoints.resume_training(state_path, fingerprint, model, optimizer, scheduler)
-    start_epoch, history, best = ((state["epoch"] + 1, state["history"], state["best"]) if state
-                                  else (0, [], {"accuracy": -1.0, "epoch": -1}))
-    if state is None:
+    state = checkpoints.resume_training(state_path, fingerprint, model, optimizer, scheduler, runtime.rank)
+    start_epoch, start_step, history, best = (
+        (state["epoch"] + 1, state["step"], state["history"], state["best"]) if state
+        else (0, 0, [], {"accuracy": -1.0, "epoch": -1}))
+    if state is None and runtime.is_main:
         # a run from scratch: an earlier run's best.pt and curves must not mix with its own
         checkpoints.clear_records(job.state_dir)
+    trained = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
+        if runtime.distributed else model
     spec = ClipSpec(model_settings["num_blocks"], model_settings["block_length"], model_settings["frame_stride"])
     sizes = model_settings["input_size"]
     clips = ClipDataset(train, job.views_dir, [job.view], sizes, spec, train=True, seed=settings["seed"],
                         augmentation="finetune", color_jitter=settings["color_jitter"])
-    val_clips = ClipDataset(val, job.views_dir, [job.view], sizes, spec, train=False,
-                            center_crop=settings["center_crop"])
-    sampler = EpochSampler(len(clips), settings["batch_size"], settings["seed"])
+
+    def dense_clips(videos):
+        return ClipDataset(shard(videos, runtime), job.views_dir, [job.view], sizes, spec, train=False,
+                           center_crop=settings["center_crop"])
+
+    val_clips = dense_clips(val)
+
+    sampler = EpochSampler(len(clips), settings["batch_size"], settings["seed"], runtime.rank, runtime.world_size)
     workers = settings["workers"]
     loader = torch.utils.data.DataLoader(clips, batch_size=settings["batch_size"], sampler=sampler,
                                          num_workers=workers, persistent_workers=workers > 0, drop_last=True,
-                                         multiprocessing_context="forkserver" if workers > 0 else None)
-    log.info("%s %s: %d train, %d val, %d test videos; frozen: %s; epochs %d..%d on %s", job.init, job.view,
-             len(train), len(val), len(test), settings["freeze"] or "nothing", start_epoch, epochs - 1, device)
+                                         multiprocessing_context="forkserver" if workers > 0 else None,
+                                         # its own generator: iterating a loader draws from it, and a
+                                         # draw from the global one would shift dropout after a resume
+                                         generator=torch.Generator(), worker_init_fn=ignore_stop_signals)
+    steps_per_epoch = sampler.batches
+    log.info("%s %s: %d train, %d val, %d test videos, %d steps per epoch; frozen: %s; epochs %d..%d, %d process(es) "
+             "on %s", job.init, job.view, len(train), len(val), len(test), steps_per_epoch,
+             settings["freeze"] or "nothing", start_epoch, epochs - 1, runtime.world_size, device)
+    if state and runtime.is_main:
+        log.info("resuming at epoch %d, step %d of %d from %s", start_epoch, start_step, steps_per_epoch, state_path)
     val_labels = np.array([video.label_index for video in val])
-    writer = tensorboard(job.state_dir)
+    writer = tensorboard(job.state_dir) if runtime.is_main else None
     loss_function = nn.CrossEntropyLoss()
+    step_checkpoints = StepCheckpoints(signals, runtime, settings["checkpoint_minutes"], state_path)
     for epoch in range(start_epoch, epochs):
-        sampler.set_epoch(epoch)
+        first_step = start_step if epoch == start_epoch else 0
+        sampler.set_epoch(epoch, first_step)
         set_train_mode(model, frozen)
-        started, total, correct, seen = time.perf_counter(), 0.0, 0, 0
-        for step, batch in enumerate(tqdm(loader, desc=f"finetune {job.init} {job.view} epoch {epoch}",
-                                          mininterval=10)):
+        # a run resumed inside the epoch goes on with the sums of its steps so far
+        resumed = state["local"] if state and epoch == start_epoch else {}
+        total, correct, seen = resumed.get("total", 0.0), resumed.get("correct", 0), resumed.get("seen", 0)
+        started, seconds_before = time.perf_counter(), resumed.get("seconds", 0.0)
+        progress = tqdm(loader, desc=f"finetune {job.init} {job.view} epoch {epoch}", mininterval=10,
+                        disable=not runtime.is_main, initial=first_step, total=steps_per_epoch)
+        for step, batch in enumerate(progress, start=first_step):
             labels = batch["label"].to(device)
-            logits = model(batch[job.view].to(device))
+            logits = trained(batch[job.view].to(device))
             loss = loss_function(logits, labels)
             if not torch.isfinite(loss):
                 raise NonFiniteLossError(f"epoch {epoch} step {step}: cross-entropy {loss.item()} is not finite; "
@@ -204,32 +267,50 @@ def run_finetuning(job: FinetuneJob) -> None:
             total += float(loss.detach()) * len(labels)
             correct += int((logits.argmax(dim=1) == labels).sum())
             seen += len(labels)
-        scheduler.step()
-        recalibrate_batchnorm(model, loader, job.view, device, frozen, settings["bn_batches"])
-        val_accuracy = accuracy(dense_scores(model, val_clips, settings["batch_size"], device), val_labels)
-        row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "loss": total / seen,
-               "train_top1": correct / seen, "val_top1": val_accuracy,
-               "seconds": round(time.perf_counter() - started, 2)}
+            local = {"total": total, "correct": correct, "seen": seen,
+                     "seconds": seconds_before + time.perf_counter() - started}
+            step_checkpoints.after_step(
+                lambda: checkpoints.save_training_state(state_path, fingerprint, epoch - 1, step + 1, model, optimizer,
+                                                        scheduler, history, runtime, local, best=best),
+                epoch, step + 1, steps_per_epoch)
+        seconds = seconds_before + time.perf_counter() - started
+        with warnings.catch_warnings():
+            # resumed after the epoch's last step, this process ran no optimizer step before it
+            warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler.step\(\)` before")
+            scheduler.step()
+        sampler.set_epoch(epoch)  # precise BN reads the epoch's first batches, also after a resume
+        recalibrate_batchnorm(model, loader, job.view, device, frozen, settings["bn_batches"], runtime)
+        val_accuracy = accuracy(dense_scores(model, val_clips, len(val), settings["batch_size"], runtime)[0],
+                                val_labels)
+        row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
+               "loss": average(total, runtime) / average(seen, runtime),
+               "train_top1": average(correct, runtime) / average(seen, runtime), "val_top1": val_accuracy,
+               "seconds": round(seconds, 2)}
         history.append(row)
-        log.info("epoch %d: %s", epoch, ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"))
-        for name, value in row.items():
-            if name != "epoch":
-                writer.add_scalar(name, value, epoch)
         if val_accuracy > best["accuracy"]:
             best = {"accuracy": val_accuracy, "epoch": epoch}
-            checkpoints.save({"model": model.state_dict(), "epoch": epoch}, best_path)
-        write_metrics(Path(job.state_dir) / "metrics.csv", history)
-        checkpoints.save_training_state(state_path, fingerprint, epoch, model, optimizer, scheduler, history,
-                                        best=best)
-    writer.close()
+            if runtime.is_main:
+                checkpoints.save({"model": model.state_dict(), "epoch": epoch}, best_path)
+        if runtime.is_main:
+            log.info("epoch %d: %s", epoch, ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"))
+            for name, value in row.items():
+                if name != "epoch":
+                    writer.add_scalar(name, value, epoch)
+            write_metrics(Path(job.state_dir) / "metrics.csv", history)
+        checkpoints.save_training_state(state_path, fingerprint, epoch, 0, model, optimizer, scheduler, history,
+                                        runtime, best=best)
+        step_checkpoints.saved()
+        step_checkpoints.after_epoch(epoch + 1, steps_per_epoch)
+    barrier(runtime)  # best.pt is written
     model.load_state_dict(checkpoints.load(best_path)["model"])
+    scores, windows = dense_scores(model, dense_clips(test), len(test), settings["batch_size"], runtime)
+    if not runtime.is_main:
+        return
+    writer.close()
     log.info("best validation top-1 %.4f at epoch %d", best["accuracy"], best["epoch"])
-    test_clips = ClipDataset(test, job.views_dir, [job.view], sizes, spec, train=False,
-                             center_crop=settings["center_crop"])
-    scores = dense_scores(model, test_clips, settings["batch_size"], device)
     labels = np.array([video.label_index for video in test])
-    log.info("test: %d videos, %d windows, top-1 %.4f", len(test), len(test_clips), accuracy(scores, labels))
-    save_scores(job.scores, scores, labels, [video.video_id for video in test], len(test_clips))
+    log.info("test: %d videos, %d windows, top-1 %.4f", len(test), windows, accuracy(scores, labels))
+    save_scores(job.scores, scores, labels, [video.video_id for video in test], windows)
     checkpoints.save({"init": job.init, "view": job.view, "dataset": job.dataset["name"],
                       "pretrained": job.checkpoint, "best_epoch": best["epoch"], "val_top1": best["accuracy"],
                       "model": {key: value.cpu() for key, value in model.state_dict().items()},
@@ -238,3 +319,4 @@ def run_finetuning(job: FinetuneJob) -> None:
     # after both outputs, never before: a kill in between leaves an unfinished state of the
     # last epoch, from which a rerun tests best.pt again and writes the same outputs without training
     checkpoints.mark_finished(state_path)
+

@@ -12,22 +12,21 @@ centrally cropped, in fixed batches, and the learning rate drops tenfold when th
 validation loss plateaus (DESIGN.md section 6).
 
 The output is one checkpoint per view (``{view}.pt``), or one of every view for a joint
-method (``joint.pt``); a state folder beside it holds the checkpoint of the last finished
-epoch (``last.pt``: models, optimizer, scheduler, RNG, history), ``metrics.csv`` and
-TensorBoard curves. A killed run resumes from ``last.pt``. Once the output is written,
+method (``joint.pt``); a state folder beside it holds the state of the last finished epoch
+or step checkpoint (``last.pt``: models, optimizer, scheduler, every process's RNG, the
+position in the epoch, history), ``metrics.csv`` and TensorBoard curves. A stopped run
+resumes from ``last.pt``, inside the epoch when the state is a step checkpoint (written on
+SIGUSR1 or SIGTERM, and every ``pretrain.checkpoint_minutes``; ``cocon.train.preemption``). Once the output is written,
 ``last.pt`` is marked finished (``checkpoints.mark_finished``), so any later run of the
 job (``snakemake --forcerun pretrain_cpc``, or one re-planned because its inputs changed)
 trains every epoch again from scratch, with the curves started over too.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
-import subprocess
-import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -40,9 +39,10 @@ from cocon.data.clips import (
 )
 from cocon.losses import cocon_loss, dense_nce_accuracy, pool_blocks
 from cocon.models import DPC
-from cocon.train import checkpoints
-from cocon.train.history import tensorboard, write_metrics
+from cocon.train import checkpoints, launch as launching
 from cocon.train.distributed import Runtime, average, gather, setup, shutdown
+from cocon.train.history import tensorboard, write_metrics
+from cocon.train.preemption import StepCheckpoints, StopSignals, ignore_stop_signals
 
 log = logging.getLogger(__name__)
 
@@ -152,9 +152,10 @@ def run_pretraining(job: PretrainJob) -> None:
     if method["joint"] != (len(job.views) > 1):
         raise ValueError(f"method {job.method!r} needs {'several views' if method['joint'] else 'one view'}, "
                          f"got {job.views}")
-    runtime = setup(settings["gpus"])
+    runtime = setup(settings["gpus"], settings["collective_timeout"])
     try:
-        _train(job, settings, method, runtime)
+        with StopSignals(loader_workers=settings["workers"] > 0) as signals:
+            _train(job, settings, method, runtime, signals)
     finally:
         shutdown(runtime)
 
@@ -177,7 +178,7 @@ def _checked_validation_batches(val_videos: list[VideoRef], num_training_videos:
     return batches
 
 
-def _train(job: PretrainJob, settings: dict, method: dict, runtime: Runtime) -> None:
+def _train(job: PretrainJob, settings: dict, method: dict, runtime: Runtime, signals: StopSignals) -> None:
     torch.manual_seed(settings["seed"])
     if job.threads:
         torch.set_num_threads(job.threads)
@@ -187,7 +188,7 @@ def _train(job: PretrainJob, settings: dict, method: dict, runtime: Runtime) -> 
     videos, val_videos, _ = split_videos(job.manifest, job.split, settings["val_fraction"], settings["seed"])
     val_batches = _checked_validation_batches(val_videos, len(videos), spec, settings, runtime)
     epochs = job.epochs or settings["cocon_epochs" if method["joint"] else "cpc_epochs"]
-    fingerprint = config_hash({"pretrain": settings, "method": job.method, "views": job.views, "epochs": epochs,
+    fingerprint = config_hash({"pretrain": checkpoints.fingerprint_settings(settings), "method": job.method, "views": job.views, "epochs": epochs,
                                "init": job.init, "split": job.split})
     models = {view: build_model(settings, view) for view in job.views}
     if job.init:
@@ -206,8 +207,8 @@ def _train(job: PretrainJob, settings: dict, method: dict, runtime: Runtime) -> 
                                                            patience=settings["plateau_patience"],
                                                            min_lr=settings["min_lr"])
     state_path = Path(job.state_dir) / "last.pt"
-    state = checkpoints.resume_training(state_path, fingerprint, model, optimizer, scheduler)
-    start_epoch, history = (state["epoch"] + 1, state["history"]) if state else (0, [])
+    state = checkpoints.resume_training(state_path, fingerprint, model, optimizer, scheduler, runtime.rank)
+    start_epoch, start_step, history = (state["epoch"] + 1, state["step"], state["history"]) if state else (0, 0, [])
     if state is None and runtime.is_main:
         # a run from scratch: the curves of an earlier run of this job must not mix with its own
         checkpoints.clear_records(job.state_dir)
@@ -226,6 +227,8 @@ def _train(job: PretrainJob, settings: dict, method: dict, runtime: Runtime) -> 
         # dropout draws from: persistent workers start (and draw) once per process, so a
         # resumed run would otherwise drop out differently from an uninterrupted one
         generator=torch.Generator(),
+        # SLURM signals every process of the job step: the training process alone answers
+        worker_init_fn=ignore_stop_signals,
     )
     loader = torch.utils.data.DataLoader(dataset, batch_size=settings["batch_size"], sampler=sampler, drop_last=True,
                                          **loader_options)
@@ -236,14 +239,23 @@ def _train(job: PretrainJob, settings: dict, method: dict, runtime: Runtime) -> 
              "windows; epochs %d..%d, %d process(es) on %s", job.method, "+".join(job.views), len(videos),
              len(loader), len(val_videos), len(val_batches), len(val_clips), start_epoch, epochs - 1,
              runtime.world_size, device)
+    steps_per_epoch = sampler.batches
+    if state and runtime.is_main:
+        log.info("resuming at epoch %d, step %d of %d from %s", start_epoch, start_step, steps_per_epoch, state_path)
     writer = tensorboard(job.state_dir) if runtime.is_main else None
+    step_checkpoints = StepCheckpoints(signals, runtime, settings["checkpoint_minutes"], state_path)
     for epoch in range(start_epoch, epochs):
-        sampler.set_epoch(epoch)
+        first_step = start_step if epoch == start_epoch else 0
+        sampler.set_epoch(epoch, first_step)
         trained.train()
-        sums: dict[str, float] = {}
-        started, steps = time.perf_counter(), 0
-        progress = tqdm(loader, desc=f"{job.method} epoch {epoch}", disable=not runtime.is_main, mininterval=10)
-        for step, batch in enumerate(progress):
+        # a run resumed inside the epoch goes on with the sums of its steps so far
+        resumed = state["local"] if state and epoch == start_epoch else {}
+        sums: dict[str, float] = dict(resumed.get("sums", {}))
+        steps, seconds_before = resumed.get("steps", 0), resumed.get("seconds", 0.0)
+        started = time.perf_counter()
+        progress = tqdm(loader, desc=f"{job.method} epoch {epoch}", disable=not runtime.is_main, mininterval=10,
+                        initial=first_step, total=steps_per_epoch)
+        for step, batch in enumerate(progress, start=first_step):
             clips = {view: batch[view].to(device, non_blocking=True) for view in job.views}
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
                 outputs = trained(clips)
@@ -258,7 +270,12 @@ def _train(job: PretrainJob, settings: dict, method: dict, runtime: Runtime) -> 
             for name, value in {"loss": total, **terms, **accuracy}.items():
                 sums[name] = sums.get(name, 0.0) + float(value.detach())
             steps += 1
-        seconds = time.perf_counter() - started
+            local = {"sums": sums, "steps": steps, "seconds": seconds_before + time.perf_counter() - started}
+            step_checkpoints.after_step(
+                lambda: checkpoints.save_training_state(state_path, fingerprint, epoch - 1, step + 1, model, optimizer,
+                                                        scheduler, history, runtime, local),
+                epoch, step + 1, steps_per_epoch)
+        seconds = seconds_before + time.perf_counter() - started
         val_started = time.perf_counter()
         val_metrics = validation_metrics(model, val_loader, runtime, settings, method)
         row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
@@ -274,7 +291,10 @@ def _train(job: PretrainJob, settings: dict, method: dict, runtime: Runtime) -> 
             for name, value in row.items():
                 if name != "epoch":
                     writer.add_scalar(name, value, epoch)
-            checkpoints.save_training_state(state_path, fingerprint, epoch, model, optimizer, scheduler, history)
+        checkpoints.save_training_state(state_path, fingerprint, epoch, 0, model, optimizer, scheduler, history,
+                                        runtime)
+        step_checkpoints.saved()
+        step_checkpoints.after_epoch(epoch + 1, steps_per_epoch)
     if runtime.is_main:
         writer.close()
         common = {"method": job.method, "views": job.views, "dataset": job.dataset["name"], "split": job.split,
@@ -308,21 +328,7 @@ def load_pretrained(path: str | os.PathLike, view: str | None = None) -> tuple[D
 
 
 def launch(job: PretrainJob) -> None:
-    """Run ``job`` here, or, when it asks for more than one GPU, as one torchrun job with a
-    process per GPU (DistributedDataParallel); the job travels as JSON."""
-    gpus = job.dataset["pretrain"]["gpus"]
-    if gpus <= 1:
-        run_pretraining(job)
-        return
-    job_file = Path(job.state_dir) / "job.json"
-    job_file.parent.mkdir(parents=True, exist_ok=True)
-    job_file.write_text(json.dumps(asdict(job)))
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
-               "-m", "cocon.train.pretrain", str(job_file)]
-    log.info("starting %s", " ".join(command))
-    subprocess.run(command, check=True)
+    """Run ``job`` here, as one torchrun job with a process per GPU, or as a SLURM job step
+    over ``pretrain.nodes`` nodes (``cocon.train.launch``)."""
+    launching.launch(job, "pretrain", job.dataset["pretrain"], run_pretraining)
 
-
-if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    run_pretraining(PretrainJob(**json.loads(Path(sys.argv[1]).read_text())))

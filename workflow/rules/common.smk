@@ -116,6 +116,39 @@ PLANNING_KEYS = {"official_splits", "views", "paper"}
 STAGE_SECTIONS = {"frames", "flow", "pose", "seg", "pretrain", "finetune", "analysis"}
 
 
+def training_resources(stage):
+    """Resources of a training job (stage pretrain or finetune): memory and time per dataset,
+    the GPUs and CPUs of each node, and its SLURM geometry (README: On a cluster).
+
+    The job's script starts its own job step (cocon.train.launch: srun, one task per node),
+    so that SLURM's time-limit warning reaches training and not Snakemake: an ``mpi``
+    resource tells the SLURM plugin so (its jobstep then runs Snakemake in the batch step
+    without an srun of its own). Empty on one node, where the plugin's MPI checks (at least
+    two tasks) do not apply. Several nodes get one task per node (``tasks``, and
+    ``tasks_per_gpu: 0``, else the plugin would ask --ntasks-per-gpu) and their GPUs as
+    per-node GRES (--gpus counts the whole job's)."""
+
+    def settings(wildcards):
+        return DATASETS[wildcards.dataset][stage]
+
+    def sizes(wildcards):
+        return config["resources"][stage].get(wildcards.dataset, config["resources"][stage])
+
+    return dict(
+        mem_mb=lambda wildcards: sizes(wildcards)["mem_mb"],
+        runtime=lambda wildcards: sizes(wildcards)["runtime"],
+        gpu=lambda wildcards: settings(wildcards)["gpus"] if settings(wildcards)["nodes"] == 1 else 0,
+        gres=lambda wildcards: f"gpu:{settings(wildcards)['gpus']}"
+        if settings(wildcards)["nodes"] > 1 and settings(wildcards)["gpus"] else "",
+        # one task per node: its gpus, and a CPU per training process (one per GPU) and per data loader
+        cpus_per_task=lambda wildcards, threads: max(threads, settings(wildcards)["gpus"] * (settings(wildcards)["workers"] + 1)),
+        nodes=lambda wildcards: settings(wildcards)["nodes"],
+        tasks=lambda wildcards: settings(wildcards)["nodes"],
+        tasks_per_gpu=0,
+        mpi=lambda wildcards: "srun" if settings(wildcards)["nodes"] > 1 else "",
+    )
+
+
 def dataset_params(dataset, *sections):
     """The keys of a dataset config that a stage depends on: the listing keys, plus ``sections``.
 

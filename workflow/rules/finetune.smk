@@ -18,11 +18,7 @@ rule finetune:
         "results/{dataset}/benchmarks/split{split}/finetune/{init}/{view}.tsv"
     threads: config["threads"]["finetune"]
     resources:
-        mem_mb=lambda wildcards: config["resources"]["finetune"].get(wildcards.dataset, config["resources"]["finetune"])["mem_mb"],
-        runtime=lambda wildcards: config["resources"]["finetune"].get(wildcards.dataset, config["resources"]["finetune"])["runtime"],
-        gpu=lambda wildcards: DATASETS[wildcards.dataset]["finetune"]["gpus"],
-        # one task: its gpus, and a CPU per training process (one per GPU) and per data loader
-        cpus_per_task=lambda wildcards, threads: max(threads, DATASETS[wildcards.dataset]["finetune"]["gpus"] * (DATASETS[wildcards.dataset]["finetune"]["workers"] + 1)),
+        **training_resources("finetune"),
     conda:
         "../../envs/cocon.yaml"
     script:

@@ -17,11 +17,7 @@ rule pretrain_cpc:
         "results/{dataset}/benchmarks/split{split}/pretrain/cpc/{view}.tsv"
     threads: config["threads"]["pretrain"]
     resources:
-        mem_mb=lambda wildcards: config["resources"]["pretrain"].get(wildcards.dataset, config["resources"]["pretrain"])["mem_mb"],
-        runtime=lambda wildcards: config["resources"]["pretrain"].get(wildcards.dataset, config["resources"]["pretrain"])["runtime"],
-        gpu=lambda wildcards: DATASETS[wildcards.dataset]["pretrain"]["gpus"],
-        # one task: its gpus, and a CPU per training process (one per GPU) and per data loader
-        cpus_per_task=lambda wildcards, threads: max(threads, DATASETS[wildcards.dataset]["pretrain"]["gpus"] * (DATASETS[wildcards.dataset]["pretrain"]["workers"] + 1)),
+        **training_resources("pretrain"),
     conda:
         "../../envs/cocon.yaml"
     script:
@@ -45,11 +41,7 @@ rule pretrain_cocon:
         "results/{dataset}/benchmarks/split{split}/pretrain/{method}/{view_set}.tsv"
     threads: config["threads"]["pretrain"]
     resources:
-        mem_mb=lambda wildcards: config["resources"]["pretrain"].get(wildcards.dataset, config["resources"]["pretrain"])["mem_mb"],
-        runtime=lambda wildcards: config["resources"]["pretrain"].get(wildcards.dataset, config["resources"]["pretrain"])["runtime"],
-        gpu=lambda wildcards: DATASETS[wildcards.dataset]["pretrain"]["gpus"],
-        # one task: its gpus, and a CPU per training process (one per GPU) and per data loader
-        cpus_per_task=lambda wildcards, threads: max(threads, DATASETS[wildcards.dataset]["pretrain"]["gpus"] * (DATASETS[wildcards.dataset]["pretrain"]["workers"] + 1)),
+        **training_resources("pretrain"),
     conda:
         "../../envs/cocon.yaml"
     script:
