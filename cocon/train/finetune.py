@@ -37,8 +37,9 @@ from cocon.data.clips import ClipDataset, ClipSpec, EpochSampler, split_videos
 from cocon.data.manifest import read_manifest
 from cocon.models import Classifier
 from cocon.train import checkpoints
+from cocon.train.batchnorm import batchnorm_layers, recalibrate_statistics
 from cocon.train.history import tensorboard, write_metrics
-from cocon.train.pretrain import NonFiniteLossError, build_model
+from cocon.train.pretrain import NonFiniteLossError, build_model, model_config
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +62,31 @@ class FinetuneJob:
     threads: int | None = None
 
 
+@dataclass
+class Start:
+    """What fine-tuning starts from: the pretrained (or random) model, the config it was built
+    from (backbone, width, normalize, input size, clip geometry), and whether its BatchNorm
+    layers lack running statistics (an imported DPC pretraining file)."""
+
+    backbone: nn.Module
+    model_config: dict
+    without_statistics: bool
+
+
+def starting_point(dataset: dict, view: str, checkpoint: str | None) -> Start:
+    """The model of ``checkpoint``, built from the checkpoint's own config, whatever the
+    dataset's ``pretrain`` section says (that section configures this dataset's own pretraining
+    and the random initialisation); without a checkpoint, a random model of that section."""
+    if not checkpoint:
+        return Start(build_model(dataset["pretrain"], view), model_config(dataset["pretrain"], view), False)
+    chosen = checkpoints.view_model(checkpoint, view)
+    backbone = build_model(chosen["model_config"], view)
+    checkpoints.load_weights(backbone, chosen, checkpoint)
+    return Start(backbone, dict(chosen["model_config"]), checkpoints.needs_recalibration(chosen))
+
+
 def build_classifier(dataset: dict, view: str, num_classes: int, checkpoint: str | None) -> Classifier:
-    backbone = build_model(dataset["pretrain"], view)
-    if checkpoint:
-        backbone.load_state_dict(checkpoints.view_model(checkpoint, view)["model"])
-    return Classifier(backbone, num_classes, dataset["finetune"]["dropout"])
+    return Classifier(starting_point(dataset, view, checkpoint).backbone, num_classes, dataset["finetune"]["dropout"])
 
 
 def freeze(model: Classifier, modules: list[str]) -> list[nn.Module]:
@@ -87,7 +108,6 @@ def set_train_mode(model: Classifier, frozen: list[nn.Module]) -> None:
         module.eval()
 
 
-@torch.no_grad()
 def recalibrate_batchnorm(model: Classifier, loader, view: str, device: torch.device, frozen: list[nn.Module],
                           max_batches: int) -> None:
     """Recompute BatchNorm running statistics as plain averages over training batches with
@@ -96,35 +116,43 @@ def recalibrate_batchnorm(model: Classifier, loader, view: str, device: torch.de
     the model then sees features it was not trained on (on the demo: validation accuracy
     at chance with these lagging statistics, 100% after recalibration)."""
     frozen_ids = {id(module) for frozen_module in frozen for module in frozen_module.modules()}
-    layers = [module for module in model.modules()
-              if isinstance(module, nn.modules.batchnorm._BatchNorm) and id(module) not in frozen_ids]
-    momenta = [layer.momentum for layer in layers]
-    for layer in layers:
-        layer.reset_running_stats()
-        layer.momentum = None  # cumulative average
+    layers = [layer for layer in batchnorm_layers(model) if id(layer) not in frozen_ids]
     set_train_mode(model, frozen)
-    for index, batch in enumerate(loader):
-        if index == max_batches:
-            break
-        model(batch[view].to(device))
-    for layer, momentum in zip(layers, momenta):
-        layer.momentum = momentum
+    recalibrate_statistics(layers, loader, lambda batch: model(batch[view].to(device)), max_batches)
+
+
+@dataclass
+class DenseScores:
+    """Test softmax of a ClipDataset: per video, averaged over its dense windows and their
+    crops (video-level), and per window, averaged over its crops (clip-level)."""
+
+    videos: np.ndarray        # [videos, classes]
+    clips: np.ndarray         # [windows, classes]
+    clip_videos: np.ndarray   # [windows]: the video of each window (index into the dataset's videos)
+    clip_starts: np.ndarray   # [windows]: its first frame
 
 
 @torch.no_grad()
-def dense_scores(model: Classifier, dataset: ClipDataset, batch_size: int, device: torch.device) -> np.ndarray:
-    """Softmax averaged over each video's dense windows: ``[videos, classes]``."""
+def dense_scores(model: Classifier, dataset: ClipDataset, batch_size: int, device: torch.device) -> DenseScores:
+    """The softmax of every item of ``dataset`` (each crop of each dense window), averaged per
+    window and per video (every crop of every window weighs the same)."""
     model.eval()
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
-    sums: dict[int, torch.Tensor] = {}
-    counts: dict[int, int] = {}
+    sums: dict[tuple[int, int], torch.Tensor] = {}
+    counts: dict[tuple[int, int], int] = {}
     view = dataset.views[0]
     for batch in loader:
         probabilities = torch.softmax(model(batch[view].to(device)).float(), dim=1).cpu()
-        for video, row in zip(batch["video"].tolist(), probabilities):
-            sums[video] = sums.get(video, 0) + row
-            counts[video] = counts.get(video, 0) + 1
-    return torch.stack([sums[index] / counts[index] for index in range(len(dataset.videos))]).numpy()
+        for video, start, row in zip(batch["video"].tolist(), batch["start"].tolist(), probabilities):
+            sums[(video, start)] = sums.get((video, start), 0) + row
+            counts[(video, start)] = counts.get((video, start), 0) + 1
+    windows = sorted(sums)
+    clips = torch.stack([sums[window] / counts[window] for window in windows])
+    clip_videos = torch.tensor([video for video, _ in windows])
+    per_video = torch.zeros(len(dataset.videos), clips.shape[1]).index_add_(0, clip_videos, clips)
+    per_video /= torch.bincount(clip_videos, minlength=len(dataset.videos)).clamp(min=1)[:, None]
+    return DenseScores(per_video.numpy(), clips.numpy(), clip_videos.numpy(),
+                       np.array([start for _, start in windows]))
 
 
 def accuracy(scores: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
@@ -132,18 +160,23 @@ def accuracy(scores: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
     return float((top == labels[:, None]).any(axis=1).mean())
 
 
-def save_scores(path, scores: np.ndarray, labels: np.ndarray, video_ids: list[str], windows: int) -> None:
+def save_scores(path, scores: DenseScores, labels: np.ndarray, video_ids: list[str], crops: int) -> None:
+    """The test scores file: video-level ``scores`` ``[videos, classes]`` with their ``labels`` and
+    ``video_ids``, the number of dense ``windows``, the ``crops`` per window, and clip-level
+    ``clip_scores`` ``[windows, classes]`` with ``clip_videos`` (index into video_ids) and
+    ``clip_starts``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as handle:
-        np.savez(handle, scores=scores, labels=labels, video_ids=np.array(video_ids), windows=windows)
+        np.savez(handle, scores=scores.videos, labels=labels, video_ids=np.array(video_ids),
+                 windows=len(scores.clips), crops=crops, clip_scores=scores.clips, clip_videos=scores.clip_videos,
+                 clip_starts=scores.clip_starts)
     tmp.replace(path)
 
 
 def run_finetuning(job: FinetuneJob) -> None:
     settings = job.dataset["finetune"]
-    model_settings = job.dataset["pretrain"]
     torch.manual_seed(settings["seed"])
     if job.threads:
         torch.set_num_threads(job.threads)
@@ -156,7 +189,9 @@ def run_finetuning(job: FinetuneJob) -> None:
         raise ValueError(f"{job.manifest}: too few training videos to carve a validation part "
                          f"(finetune.val_fraction {settings['val_fraction']})")
     num_classes = 1 + max(row.label_index for row in read_manifest(job.manifest))
-    model = build_classifier(job.dataset, job.view, num_classes, job.checkpoint).to(device)
+    initial = starting_point(job.dataset, job.view, job.checkpoint)
+    model_settings = initial.model_config
+    model = Classifier(initial.backbone, num_classes, settings["dropout"]).to(device)
     frozen = freeze(model, settings["freeze"])
     trainable = [param for param in model.parameters() if param.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=settings["lr"], weight_decay=settings["weight_decay"])
@@ -171,7 +206,7 @@ def run_finetuning(job: FinetuneJob) -> None:
         # a run from scratch: an earlier run's best.pt and curves must not mix with its own
         checkpoints.clear_records(job.state_dir)
     spec = ClipSpec(model_settings["num_blocks"], model_settings["block_length"], model_settings["frame_stride"])
-    sizes = model_settings["input_size"]
+    sizes = {job.view: model_settings["input_size"]}
     clips = ClipDataset(train, job.views_dir, [job.view], sizes, spec, train=True, seed=settings["seed"],
                         augmentation="finetune", color_jitter=settings["color_jitter"])
     val_clips = ClipDataset(val, job.views_dir, [job.view], sizes, spec, train=False,
@@ -184,6 +219,14 @@ def run_finetuning(job: FinetuneJob) -> None:
     log.info("%s %s: %d train, %d val, %d test videos; frozen: %s; epochs %d..%d on %s", job.init, job.view,
              len(train), len(val), len(test), settings["freeze"] or "nothing", start_epoch, epochs - 1, device)
     val_labels = np.array([video.label_index for video in val])
+    log.info("model (%s): %s", "the checkpoint's config" if job.checkpoint else "pretrain section",
+             ", ".join(f"{key} {value}" for key, value in model_settings.items()))
+    if initial.without_statistics and frozen and state is None:
+        # a frozen encoder keeps its statistics for the whole run, and an imported DPC
+        # pretraining file has none: compute them once, on training clips, before training
+        log.info("%s has no BatchNorm running statistics: computing them for the frozen %s on %d training "
+                 "batches", job.checkpoint, ", ".join(settings["freeze"]), settings["bn_batches"])
+        recalibrate_batchnorm(model, loader, job.view, device, [], settings["bn_batches"])
     writer = tensorboard(job.state_dir)
     loss_function = nn.CrossEntropyLoss()
     for epoch in range(start_epoch, epochs):
@@ -206,7 +249,7 @@ def run_finetuning(job: FinetuneJob) -> None:
             seen += len(labels)
         scheduler.step()
         recalibrate_batchnorm(model, loader, job.view, device, frozen, settings["bn_batches"])
-        val_accuracy = accuracy(dense_scores(model, val_clips, settings["batch_size"], device), val_labels)
+        val_accuracy = accuracy(dense_scores(model, val_clips, settings["batch_size"], device).videos, val_labels)
         row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "loss": total / seen,
                "train_top1": correct / seen, "val_top1": val_accuracy,
                "seconds": round(time.perf_counter() - started, 2)}
@@ -225,13 +268,16 @@ def run_finetuning(job: FinetuneJob) -> None:
     model.load_state_dict(checkpoints.load(best_path)["model"])
     log.info("best validation top-1 %.4f at epoch %d", best["accuracy"], best["epoch"])
     test_clips = ClipDataset(test, job.views_dir, [job.view], sizes, spec, train=False,
-                             center_crop=settings["center_crop"])
+                             center_crop=settings["center_crop"], test_crops=settings["test_crops"])
     scores = dense_scores(model, test_clips, settings["batch_size"], device)
     labels = np.array([video.label_index for video in test])
-    log.info("test: %d videos, %d windows, top-1 %.4f", len(test), len(test_clips), accuracy(scores, labels))
-    save_scores(job.scores, scores, labels, [video.video_id for video in test], len(test_clips))
+    log.info("test: %d videos, %d windows x %d crops; top-1 %.4f (video), %.4f (clip)", len(test),
+             len(scores.clips), settings["test_crops"], accuracy(scores.videos, labels),
+             accuracy(scores.clips, labels[scores.clip_videos]))
+    save_scores(job.scores, scores, labels, [video.video_id for video in test], settings["test_crops"])
     checkpoints.save({"init": job.init, "view": job.view, "dataset": job.dataset["name"],
-                      "pretrained": job.checkpoint, "best_epoch": best["epoch"], "val_top1": best["accuracy"],
+                      "pretrained": job.checkpoint, "model_config": model_settings,
+                      "best_epoch": best["epoch"], "val_top1": best["accuracy"],
                       "model": {key: value.cpu() for key, value in model.state_dict().items()},
                       "num_classes": num_classes, "fingerprint": fingerprint, "history": history}, job.output)
     log.info("wrote %s and %s", job.output, job.scores)
