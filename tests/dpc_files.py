@@ -17,6 +17,8 @@ section 11 states it:
 from __future__ import annotations
 
 import math
+import pickle
+import types
 
 import numpy as np
 import torch
@@ -99,16 +101,18 @@ def dpc_state_dict(network: str = "resnet18", in_channels: int = 3, lc: bool = F
 
 
 def write_dpc_checkpoint(path, network: str = "resnet18", lc: bool = False, net: str | None = None,
-                         state_dict: dict | None = None, seed: int = 0, **extra) -> dict[str, torch.Tensor]:
+                         state_dict: dict | None = None, seed: int = 0, pickle_module=pickle,
+                         **extra) -> dict[str, torch.Tensor]:
     """A file as DPC's ``main.py`` (pretraining) or ``eval/test.py`` (LC) saves it; returns its
-    state_dict without the ``module.`` prefix."""
+    state_dict without the ``module.`` prefix. ``extra`` adds or replaces top-level entries."""
     state = state_dict if state_dict is not None else dpc_state_dict(network, lc=lc, seed=seed)
     first = next(iter(state.values()))
     optimizer = {"state": {0: {"step": 12, "exp_avg": torch.zeros_like(first), "exp_avg_sq": torch.zeros_like(first)}},
                  "param_groups": [{"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 1e-5,
                                    "amsgrad": False, "params": list(range(len(state)))}]}
     torch.save({"epoch": 100, "net": net or network, "state_dict": {f"module.{key}": value for key, value in state.items()},
-                "best_acc": np.float64(0.6135), "optimizer": optimizer, "iteration": 41200, **extra}, path)
+                "best_acc": np.float64(0.6135), "optimizer": optimizer, "iteration": 41200, **extra}, path,
+               pickle_module=pickle_module)
     return state
 
 
@@ -204,3 +208,19 @@ def dpc_lc_logits(state, blocks, network: str, head: dict | None = None) -> torc
     context = F.batch_norm(context, weights["final_bn.running_mean"], weights["final_bn.running_var"],
                            weights["final_bn.weight"], weights["final_bn.bias"], training=False, eps=1e-5)
     return F.linear(context, weights["final_fc.1.weight"], weights["final_fc.1.bias"])
+
+
+class _Numpy1Pickler(pickle._Pickler):
+    """Pickles numpy scalars under numpy 1.x's module names (``numpy.core``), as files written
+    before numpy 2 name them, whatever numpy writes the file."""
+
+    def save_global(self, obj, name=None):
+        module = getattr(obj, "__module__", None) or ""
+        if module.startswith("numpy._core"):
+            self.write(pickle.GLOBAL + f"{module.replace('numpy._core', 'numpy.core', 1)}\n{obj.__qualname__}\n".encode())
+            self.memoize(obj)
+            return
+        super().save_global(obj, name)
+
+
+NUMPY1_PICKLE = types.SimpleNamespace(__name__="numpy1_pickle", Pickler=_Numpy1Pickler)

@@ -238,9 +238,15 @@ def _dpc_config(path, mapped: dict, backbone: str, options: dict) -> dict:
 
 
 def _model_shapes(config: dict) -> dict[str, torch.Size]:
-    model = DPC(backbone=config["backbone"], in_channels=VIEW_CHANNELS[config["view"]],
-                num_blocks=config["num_blocks"], pred_steps=config["pred_steps"], normalize=config["normalize"],
-                width=config["width"])
+    """Key -> shape of the state dict of the model ``config`` builds."""
+    keys = ("backbone", "view", "num_blocks", "pred_steps", "normalize", "width")
+    return _shapes(*(config[key] for key in keys))
+
+
+@functools.lru_cache(maxsize=8)
+def _shapes(backbone, view, num_blocks, pred_steps, normalize, width) -> dict[str, torch.Size]:
+    model = DPC(backbone=backbone, in_channels=VIEW_CHANNELS[view], num_blocks=num_blocks, pred_steps=pred_steps,
+                normalize=normalize, width=width)
     return {key: value.shape for key, value in model.state_dict().items()}
 
 
