@@ -329,6 +329,9 @@ def paper_cells(name: str, datasets: dict[str, dict]) -> list[Cell]:
                     needed = views if view == "ensemble" else (view,)
                     missing = [need for need in needed
                                if need not in target["views"] or (origin and need not in origin["views"])]
+                    # a joint row pretrains its whole view set on the source
+                    missing += [need for need in row.views
+                                if origin and need not in origin["views"] and need not in missing]
                     if missing:
                         reason = f"view(s) {missing} not in the views of {evaluated if origin is None else source}"
                     else:
