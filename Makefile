@@ -50,6 +50,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.loader_batched
 	$(BIN)/python -m bench.tvl1_accuracy
 	$(BIN)/python -m bench.features
+	$(BIN)/python -m bench.import_checkpoint
 
 clean-demo:
 	rm -rf results/demo
