@@ -102,9 +102,10 @@ def dpc_state_dict(network: str = "resnet18", in_channels: int = 3, lc: bool = F
 
 def write_dpc_checkpoint(path, network: str = "resnet18", lc: bool = False, net: str | None = None,
                          state_dict: dict | None = None, seed: int = 0, pickle_module=pickle,
-                         **extra) -> dict[str, torch.Tensor]:
+                         legacy_format: bool = False, **extra) -> dict[str, torch.Tensor]:
     """A file as DPC's ``main.py`` (pretraining) or ``eval/test.py`` (LC) saves it; returns its
-    state_dict without the ``module.`` prefix. ``extra`` adds or replaces top-level entries."""
+    state_dict without the ``module.`` prefix. ``extra`` adds or replaces top-level entries;
+    ``legacy_format`` writes PyTorch's format before 1.6 (not a zip file), as files of 2019 are."""
     state = state_dict if state_dict is not None else dpc_state_dict(network, lc=lc, seed=seed)
     first = next(iter(state.values()))
     optimizer = {"state": {0: {"step": 12, "exp_avg": torch.zeros_like(first), "exp_avg_sq": torch.zeros_like(first)}},
@@ -112,7 +113,7 @@ def write_dpc_checkpoint(path, network: str = "resnet18", lc: bool = False, net:
                                    "amsgrad": False, "params": list(range(len(state)))}]}
     torch.save({"epoch": 100, "net": net or network, "state_dict": {f"module.{key}": value for key, value in state.items()},
                 "best_acc": np.float64(0.6135), "optimizer": optimizer, "iteration": 41200, **extra}, path,
-               pickle_module=pickle_module)
+               pickle_module=pickle_module, _use_new_zipfile_serialization=not legacy_format)
     return state
 
 

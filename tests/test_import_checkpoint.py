@@ -104,13 +104,17 @@ def test_the_dpc_mode_classifier_is_dpcs_lc_forward_and_not_the_old_order(tmp_pa
     assert (old_order - reference).norm() > 0.05 * reference.norm(), "the test must tell the two orders apart"
 
 
-def test_numpy_scalars_load_under_numpy_1_and_2_module_names(tmp_path, r18_state):
+def test_numpy_scalars_load_under_numpy_1_and_2_module_names_and_in_the_pre_zip_format(tmp_path, r18_state):
     for name, module in (("numpy2", None), ("numpy1", NUMPY1_PICKLE)):
         path = tmp_path / f"{name}.pth.tar"
         write_dpc_checkpoint(path, state_dict=r18_state, **({"pickle_module": module} if module else {}))
         data = (Path(path).read_bytes())
         assert (b"numpy.core.multiarray" in data) == (module is not None)
         assert inspect_checkpoint(path).metadata["best_acc"] == 0.6135
+    legacy = tmp_path / "legacy.pth.tar"
+    write_dpc_checkpoint(legacy, state_dict=r18_state, legacy_format=True)
+    assert legacy.read_bytes()[:2] != b"PK", "not a zip file"
+    assert inspect_checkpoint(legacy).format == "DPC pretraining"
 
 
 def refused(path, match: str, options=None):
