@@ -1,7 +1,8 @@
 # CoCon: raw videos -> manifest -> view shards (rgb, flow, pose, seg) -> CPC per view -> CoCon jointly
 # -> fine-tuning and dense testing per view -> results/{dataset}/finetune.json.
 # -> frozen features -> retrieval, linear probe, class consistency, figures -> results/{dataset}/report.html.
-# Targets: results/{dataset}/paper.md (the paper's tables), finetune.json (every split), report.html, views.tsv.
+# Targets: results/{dataset}/paper.md (the paper's tables), finetune.json (every split), report.html, views.tsv,
+# evidence.json (a dataset and its seed variants).
 import os
 from pathlib import Path
 
@@ -45,6 +46,7 @@ include: "workflow/rules/retrieval.smk"
 include: "workflow/rules/probe.smk"
 include: "workflow/rules/analyse.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/evidence.smk"
 
 
 rule all:

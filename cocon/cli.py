@@ -62,7 +62,23 @@ def cmd_derived_view(args) -> None:
 def cmd_show(args) -> None:
     from cocon.views.show import contact_sheet
 
-    print(contact_sheet(args.views, args.manifest, args.video, args.out, args.rows))
+    beside = None
+    if args.beside:
+        beside = (args.beside, args.beside_manifest or str(Path(args.beside).parent / "manifest.tsv"))
+    print(contact_sheet(args.views, args.manifest, args.video, args.out, args.rows, beside=beside,
+                        titles=tuple(args.titles) if args.titles else None))
+
+
+def cmd_import_views(args) -> None:
+    from cocon.views.imports import import_views
+
+    dataset = _dataset(args)
+    if not (dataset["frames"]["import"] or dataset["flow"]["import"]):
+        raise ConfigError(f"{args.dataset}: neither frames.import nor flow.import is set: nothing to import "
+                          "(`cocon frames` and `cocon flow` decode videos and compute flow)")
+    counts = import_views(dataset, args.out, args.threads)
+    print(f"wrote {args.out}/manifest.tsv ({counts['usable']} of {counts['videos']} listed videos usable; the others "
+          f"are in excluded.tsv) and views/rgb, views/flow: {counts['shards']} shards each")
 
 
 def _view_paths(pairs: list[str] | None, option: str) -> dict[str, str]:
@@ -134,7 +150,7 @@ def cmd_features(args) -> None:
 def cmd_retrieval(args) -> None:
     from cocon.analysis.retrieval import write_retrieval
 
-    document = write_retrieval(args.features, args.ks, args.json, args.markdown)
+    document = write_retrieval(args.features, args.ks, args.json, args.markdown, memory_mb=args.memory_mb)
     print(f"wrote {args.json}: {len(document['rows'])} rows")
 
 
@@ -192,6 +208,40 @@ def cmd_paper(args) -> None:
     document = write_paper(args.name, cells, weights, args.json, args.markdown)
     run = sum(cell["run"] for table in document["tables"] for row in table["rows"] for cell in row["cells"])
     print(f"wrote {args.json}: {run} of {len(cells)} cells run")
+
+
+def cmd_evidence(args) -> None:
+    from pathlib import Path
+
+    from cocon.analysis.features import FeatureSet
+    from cocon.evidence import SeedRun, write_evidence
+
+    seeds, runs = [], []
+    for item in args.run:
+        seed, sep, folder = item.partition("=")
+        if not sep or not seed.isdigit():
+            raise ConfigError(f"--run {item!r}: expected SEED=RESULTS_SPLIT_FOLDER, e.g. 1=results/evidence_seed1/split1")
+        folder = Path(folder)
+        features = {}
+        for path in sorted((folder / "features").rglob("*.npz")):
+            loaded = FeatureSet.load(path)
+            features[(loaded.init, loaded.view)] = str(path)
+        if not features:
+            raise ConfigError(f"--run {item!r}: no features files under {folder / 'features'}")
+        joint = {}
+        for metrics in sorted((folder / "pretrain").glob("*/*/joint.state/metrics.csv")):
+            method, view_set = metrics.parts[-4], metrics.parts[-3]
+            joint[f"{folder.parent.name}/{method}/{view_set}"] = str(metrics)
+        cpc = {view: str(folder / "pretrain" / "cpc" / f"{view}.pt") for view in ("rgb", "flow")}
+        joint_path = folder / "pretrain" / "cocon" / "rgb+flow" / "joint.pt"
+        seeds.append(int(seed))
+        runs.append(SeedRun(folder.parent.name, str(folder / "analysis" / "retrieval.json"),
+                            str(folder / "analysis" / "probe.json"), features, runs=joint,
+                            cpc=cpc if joint_path.is_file() else {},
+                            joint=str(joint_path) if joint_path.is_file() else None))
+    document = write_evidence(seeds, runs, args.json, args.markdown, _dataset(args), views_dir=args.views_dir,
+                              manifest=args.manifest, logs=[str(Path(run.retrieval).parents[2] / "logs") for run in runs])
+    print(document["conclusion"])
 
 
 def cmd_seeds(args) -> None:
@@ -328,6 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
                   "fused over each initialisation's views", dataset=False)
     sub.add_argument("features", nargs="+", help="features files (.npz) of `cocon features`")
     sub.add_argument("--ks", type=int, nargs="+", default=[1, 5, 10, 20, 50], help="k of R@k")
+    sub.add_argument("--memory-mb", type=float, default=256,
+                     help="working memory of the query chunks (analysis.memory_mb)")
     sub.add_argument("--json", required=True)
     sub.add_argument("--markdown", required=True)
 
@@ -376,6 +428,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--json", required=True)
     sub.add_argument("--markdown", required=True)
 
+    sub = command("evidence", cmd_evidence, "the evidence summary of runs that differ in their training seeds: "
+                  "mean, spread and paired CoCon - CPC differences of retrieval, the probe and the AUC, and the "
+                  "loss terms' gradients on the rgb encoder")
+    sub.add_argument("--views-dir", help="the views folder (the gradient check's clips; omit to skip it)")
+    sub.add_argument("--manifest", help="the dataset's manifest.tsv (with --views-dir)")
+    sub.add_argument("--run", required=True, action="append", metavar="SEED=FOLDER",
+                     help="a seed's analysed split folder (with features/, analysis/, pretrain/), "
+                          "e.g. 1=results/evidence_seed1/split1")
+    sub.add_argument("--json", required=True)
+    sub.add_argument("--markdown", required=True)
+
     sub = command("seeds", cmd_seeds, "mean and spread of several finetune.json that differ only in seeds",
                   dataset=False)
     sub.add_argument("results", nargs="+", help="finetune.json files")
@@ -387,6 +450,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--video", required=True, help="video id, e.g. v_PushUps_g02_c03")
     sub.add_argument("--out", required=True, help="output PNG")
     sub.add_argument("--rows", type=int, default=6, help="frames shown")
+
+    sub.add_argument("--beside", metavar="VIEWS", help="a second views folder of the same video (e.g. computed "
+                     "views beside imported ones), drawn to the right at the same decoded frames")
+    sub.add_argument("--beside-manifest", help="the manifest of --beside (default: manifest.tsv beside that folder)")
+    sub.add_argument("--titles", nargs=2, metavar=("LEFT", "RIGHT"), help="titles of the two sheets (with --beside)")
+
+    sub = command("import-views", cmd_import_views, "the manifest, rgb and flow view shards of a dataset whose "
+                  "frames.import / flow.import name trees of existing frames and flow (mmaction2/denseflow, TSN, "
+                  "two-stream, MemDPC, CoCLR LMDB), as the workflow's rules make them")
+    sub.add_argument("--out", required=True, help="output folder: manifest.tsv, excluded.tsv, views/{rgb,flow}/")
+    sub.add_argument("--threads", type=int, default=1, help="processes (videos probed and converted in parallel)")
 
     sub = command("inspect", cmd_inspect, "print a view shard's attributes and videos as JSON", dataset=False)
     sub.add_argument("shard", help="a view shard (.h5)")

@@ -72,6 +72,33 @@ def load_dataset_config(path: str | os.PathLike, name: str | None = None) -> dic
     return config
 
 
+# what a dataset with views_from may set differently from the dataset whose views it reads
+OWN_KEYS = {"name", "views_from", "views", "official_splits", "pretrain", "finetune", "analysis", "paper", "external"}
+
+
+def check_views_from(name: str, datasets: dict[str, dict]) -> str | None:
+    """What is wrong with dataset ``name``'s ``views_from`` (None if nothing): the dataset it
+    names must exist, extract its own views, and list the same videos into the same views,
+    so that every key outside training, fine-tuning and the analyses is the same."""
+    source = datasets[name].get("views_from")
+    if source is None:
+        return None
+    if source not in datasets:
+        return f"views_from: {source!r} is not one of the datasets {sorted(datasets)}"
+    if datasets[source].get("views_from"):
+        return f"views_from: {source!r} reads the views of {datasets[source]['views_from']!r}; name that one"
+    dataset, other = datasets[name], datasets[source]
+    differing = sorted(key for key in set(dataset) | set(other)
+                       if key not in OWN_KEYS and dataset.get(key) != other.get(key))
+    if differing:
+        return (f"views_from: {source!r}: {', '.join(differing)} differ from {source}'s, so its views are not this "
+                "dataset's (only pretrain, finetune, analysis, paper, views and official_splits may differ)")
+    missing = [view for view in dataset["views"] if view not in other["views"]]
+    if missing:
+        return f"views_from: {source!r} does not extract {', '.join(missing)} (its views: {other['views']})"
+    return None
+
+
 def _report(errors: list[str], source: str) -> None:
     if errors:
         raise ConfigError("\n".join(f"{source}: {error}" for error in errors))
@@ -89,6 +116,13 @@ def check_consistency(config: dict, source: str) -> None:
         errors.append(f"pretrain.pred_steps: {pretrain['pred_steps']} must be less than pretrain.num_blocks "
                       f"({pretrain['num_blocks']}): the model predicts the last pred_steps blocks of a clip "
                       "from the blocks before them")
+    if config["layout"] == "demo":
+        from cocon.data.demo import CLASS_SETS
+
+        demo = config["demo"]
+        if demo["num_classes"] > len(CLASS_SETS[demo["classes"]]):
+            errors.append(f"demo.num_classes: {demo['num_classes']}, but the {demo['classes']!r} class set has "
+                          f"{len(CLASS_SETS[demo['classes']])} classes")
     analysed = config["analysis"]["split"]
     if analysed is not None and analysed not in config["official_splits"]:
         errors.append(f"analysis.split: split {analysed} is not one of official_splits {config['official_splits']}")
@@ -102,11 +136,29 @@ def check_consistency(config: dict, source: str) -> None:
     for row, name in config["paper"]["released"].items():
         if name is not None and name not in external:
             errors.append(f"paper.released.{row}: {name!r} is not a name under `external` ({', '.join(external) or 'none'})")
+    errors += _import_errors(config)
     weights = config["finetune"]["ensemble_weights"]
     if not any(weights[view] for view in config["views"]):
         errors.append(f"finetune.ensemble_weights: every view of `views` ({', '.join(config['views'])}) has "
                       "weight 0, so the ensemble would give every class the same score")
     _report(errors, source)
+
+
+def _import_errors(config: dict) -> list[str]:
+    """The bound of a flow import, where its layout fixes it or cannot hold it."""
+    settings = config["flow"].get("import")
+    if not settings or "bound" not in settings:
+        return []
+    from cocon.data.trees import DEFAULT_BOUND, FIXED_BOUND_LAYOUTS, MINMAX
+
+    layout, bound = settings["layout"], settings["bound"]
+    if layout in FIXED_BOUND_LAYOUTS and bound != DEFAULT_BOUND:
+        return [f"flow.import.bound: {bound}: the {layout} layout's script quantises with a fixed bound of "
+                f"{DEFAULT_BOUND}; remove the key"]
+    if bound == MINMAX and layout != "twostream":
+        return [f"flow.import.bound: minmax: only the twostream layout stores per-flow min-max flow (with its "
+                f".bin files); {layout} trees have a fixed bound (a number)"]
+    return []
 
 
 def stored_short_side(config: dict, view: str) -> tuple[int, str]:

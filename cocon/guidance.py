@@ -11,6 +11,8 @@ WHAT = {
     "root": "the folder holding the class folders of videos",
     "splits": "the folder of the official split files",
     "annotations": "the Kinetics annotation CSVs",
+    "frames.import.root": "the tree of frames to import",
+    "flow.import.root": "the tree of flow to import",
 }
 TARGET = re.compile(r"^(?:\./)?results/([^/]+)/(.*)$")
 
@@ -47,8 +49,13 @@ def missing_locations(dataset: dict) -> list[tuple[str, str]]:
     if dataset["layout"] == "demo":
         return []
     missing = []
-    if not Path(dataset["root"]).is_dir():
+    imported = {section: dataset[section]["import"] for section in ("frames", "flow")
+                if dataset.get(section, {}).get("import")}
+    if (dataset.get("root") or "frames" not in imported) and not Path(dataset["root"]).is_dir():
         missing.append(("root", dataset["root"]))
+    for section, settings in imported.items():
+        if not Path(settings["root"]).exists():
+            missing.append((f"{section}.import.root", settings["root"]))
     if dataset["layout"] in ("ucf101", "hmdb51") and not Path(dataset["splits"]).is_dir():
         missing.append(("splits", dataset["splits"]))
     for path in dataset.get("annotations") or []:
@@ -62,12 +69,21 @@ def setup_paragraph(name: str, config_file: str, missing: list[tuple[str, str]],
     without editing tracked files."""
     keys = "\n".join(f"  {key}: {path}   <- {WHAT[key]}, not found" for key, path in missing)
     own = f"my_{name}.yaml"
-    lines = "\\n".join([f"base: {config_file}"] + [f"{key}: /your/{key}" for key in dict(missing)])
+    lines = "\\n".join([f"base: {config_file}"] + [_yaml_line(key) for key in dict(missing)])
     return (f"The dataset {name!r} is not where {config_file} says:\n{keys}\n"
             f"Set these keys in {config_file}, or leave tracked files alone and write a dataset file "
             f"of your own that starts from it, then name it on the command line:\n"
             f"  printf '{lines}\\n' > {own}\n"
             f"  {command} --config 'datasets={{{name}: {own}}}'")
+
+
+def _yaml_line(key: str) -> str:
+    """``key: /your/key`` as one YAML line, dotted keys as nested flow mappings."""
+    *sections, last = key.split(".")
+    line = f"{last}: /your/{key}"
+    for section in reversed(sections):
+        line = f"{section}: {{{line}}}"
+    return line
 
 
 def conda_missing(frontend: str) -> str | None:

@@ -3,20 +3,26 @@ hand-made FeatureSets whose answers are known."""
 import csv
 import json
 import math
+import tracemalloc
 
 import numpy as np
 import pytest
 from matplotlib.image import imread
+from sklearn.metrics import roc_auc_score
 
 from cocon.analysis.consistency import class_consistency, class_means, consistency_document, consistency_markdown, \
     nearest_classes
 from cocon.analysis.features import ALIGNMENT_BLOCKS, FeatureSet
+from cocon.analysis.pairs import FINE_BINS_PER_BIN, pair_histogram
 from cocon.analysis.figures import alignment_heatmaps, nearest_neighbour_figure, per_class_gains, \
     relative_similarities, same_class_pairs, similarity_histograms, training_curves, tsne_figure
 from cocon.analysis import retrieval
 from cocon.analysis.probe import linear_probe, probe_document, probe_markdown, write_probe
 from cocon.analysis.retrieval import nearest_neighbours, normalized, recall_at_k, retrieval_document, \
     retrieval_markdown, write_retrieval
+from cocon.analysis.analyse import gain_comparisons
+from cocon.data.manifest import ManifestRow, write_manifest
+from cocon.train.evaluate import build_report, ensemble_key
 from cocon.train.history import write_metrics
 
 
@@ -76,7 +82,7 @@ def test_recall_at_k_is_monotone():
     assert values[-1] == 1.0  # every class is in the whole gallery
 
 
-def test_first_match_ranks_agree_with_a_full_stable_sort_and_chunks_change_nothing(monkeypatch):
+def test_first_match_ranks_agree_with_a_full_stable_sort_and_chunks_change_nothing():
     generator = np.random.default_rng(3)
     # coarse similarities: many ties, which the stable ranking breaks by gallery order
     similarity = generator.integers(0, 4, size=(40, 30)).astype(float)
@@ -88,8 +94,14 @@ def test_first_match_ranks_agree_with_a_full_stable_sort_and_chunks_change_nothi
 
     features = clustered(5, 8, ["train"] * 5 + ["test"] * 3, spread=0.8, seed=1)
     whole = retrieval_document({("cocon", "rgb"): features})
-    monkeypatch.setattr(retrieval, "QUERY_CHUNK", 4)
-    assert retrieval_document({("cocon", "rgb"): features}) == whole
+    # 25 gallery videos x 48 bytes: 4 queries a chunk
+    assert retrieval_document({("cocon", "rgb"): features}, memory_mb=4 * 25 * 48 / 2 ** 20) == whole
+    neighbours = nearest_neighbours([features], k=3)
+    chunked = nearest_neighbours([features], k=3, memory_mb=2 * 25 * 48 / 2 ** 20)
+    assert [[item["video_id"] for item in row["neighbours"]] for row in chunked] == \
+        [[item["video_id"] for item in row["neighbours"]] for row in neighbours]
+    np.testing.assert_allclose([[item["similarity"] for item in row["neighbours"]] for row in chunked],
+                               [[item["similarity"] for item in row["neighbours"]] for row in neighbours], rtol=1e-5)
 
 
 def test_centring_removes_a_common_offset():
@@ -159,12 +171,20 @@ def test_retrieval_errors_name_the_features():
 def test_linear_probe_separates_separable_classes():
     features = clustered(3, 18, ["train"] * 10 + ["val"] * 3 + ["test"] * 5, dim=8)
     result = linear_probe(features, cs=(0.1, 1.0))
-    assert result["top1"] == 1.0 and result["top5"] == 1.0 and result["top5_k"] == 3
+    assert result["top1"] == 1.0 and result["top5"] is None  # 3 classes: a top-5 cannot miss
     assert result["C_selected_on"] == "val" and result["C"] == 0.1 and result["val_top1"] == 1.0
     assert (result["num_train"], result["num_val"], result["num_test"]) == (30, 9, 15)
     document = probe_document({("cocon", "rgb"): features}, cs=(0.1, 1.0))
-    assert document["rows"][0]["init"] == "cocon" and "| cocon | rgb | 0.1 | 100.0 | 100.0 | 100.0 (top-3) |" \
-        in probe_markdown(document)
+    markdown = probe_markdown(document)
+    assert document["rows"][0]["init"] == "cocon" and "| cocon | rgb | 0.1 | 100.0 | 100.0 | — |" in markdown
+    assert "cannot miss" in markdown
+
+
+def test_linear_probe_top5_is_measured_with_more_than_5_classes():
+    features = clustered(6, 8, ["train"] * 5 + ["val"] + ["test"] * 2, dim=4, spread=3.0, seed=1)
+    result = linear_probe(features, cs=(1.0,))
+    assert result["top5"] is not None and result["top1"] <= result["top5"] <= 1.0
+    assert "cannot miss" not in probe_markdown(probe_document({("cpc", "rgb"): features}, cs=(1.0,)))
 
 
 def test_linear_probe_on_random_labels_is_near_chance():
@@ -175,7 +195,7 @@ def test_linear_probe_on_random_labels_is_near_chance():
     result = linear_probe(features, cs=(1.0,))
     assert result["C_selected_on"] == "default" and result["val_top1"] is None
     assert 0.1 < result["top1"] < 0.32, result
-    assert result["top5"] == 1.0  # five classes: the top 5 holds them all
+    assert result["top5"] is None  # five classes: the top 5 holds them all
 
 
 def test_linear_probe_counts_a_class_unseen_in_training_as_a_miss():
@@ -185,7 +205,7 @@ def test_linear_probe_counts_a_class_unseen_in_training_as_a_miss():
     features = feature_set(seen.context, seen.labels, roles)
     result = linear_probe(features)
     assert result["num_classes_seen"] == 3 and result["num_test"] == 30
-    assert result["top1"] == pytest.approx(15 / 30) and result["top5"] == pytest.approx(15 / 30)
+    assert result["top1"] == pytest.approx(15 / 30) and result["top5"] is None
 
 
 def test_linear_probe_needs_two_classes_to_train():
@@ -250,23 +270,80 @@ def test_consistency_document_compares_cpc_on_the_joint_views():
     document = consistency_document({"rgb": cpc_rgb, "flow": cpc_flow, "pose": cpc_rgb}, {"cocon/rgb+flow": joint},
                                     names, k=2)
     entry = document["inits"][0]
+    assert document["variants"] == ["raw"] and "centred" not in entry
     assert entry["views"] == ["rgb", "flow"] and entry["num_classes"] == 5
-    assert entry["joint"]["at_least"] == {"1": 5, "2": 5} and entry["joint"]["fully_consistent"] == 5
-    assert "class5" not in entry["joint"]["per_class"]
+    assert entry["raw"]["joint"]["at_least"] == {"1": 5, "2": 5} and entry["raw"]["joint"]["fully_consistent"] == 5
+    assert "class5" not in entry["raw"]["joint"]["per_class"]
     shared = np.arange(5)
     by_view = {}
     for view, features in (("rgb", cpc_rgb), ("flow", cpc_flow)):
         labels, means = class_means(features)
         by_view[view] = means[np.isin(labels, shared)]
     expected = class_consistency(by_view, shared, k=2)
-    assert entry["cpc"]["per_class"] == {names[label]: [names[other] for other in agreed]
-                                         for label, agreed in expected["per_class"].items()}
+    assert entry["raw"]["cpc"]["per_class"] == {names[label]: [names[other] for other in agreed]
+                                                for label, agreed in expected["per_class"].items()}
     table = consistency_markdown(document)
     assert "| at least 2 | " + str(expected["at_least"][2]) + " | 5 |" in table
     class_rows = [line for line in table.splitlines() if line.startswith("| class")]
     assert len(class_rows) == 1 + 5  # the header, and every class: each has consistent neighbours in the joint init
     with pytest.raises(ValueError, match=r"no CPC features of view\(s\) \['flow'\]"):
         consistency_document({"rgb": cpc_rgb}, {"cocon/rgb+flow": joint}, names, k=2)
+
+
+def test_consistency_of_raw_class_means_differs_from_centred_ones():
+    """The paper compares raw class means. Here the flow view is the rgb view with one video
+    (class 0's) five times longer: no raw cosine moves, so every raw nearest class agrees,
+    but centring over the videos moves class 2's nearest class in flow."""
+    names = ["A", "B", "C", "D"]
+    rgb = feature_set([[3.0, 1.0], [1.0, 3.0], [3.0, -1.0], [-2.0, 2.5]], [0, 1, 2, 3], ["test"] * 4)
+    flow = feature_set(rgb.context * np.array([[5.0], [1.0], [1.0], [1.0]]), rgb.labels, rgb.roles, view="flow")
+    labels, raw_means = class_means(rgb)
+    np.testing.assert_allclose(raw_means, rgb.context)  # one video per class: the raw features themselves
+    assert nearest_classes(raw_means, 1)[:, 0].tolist() == [2, 0, 0, 1]
+    assert nearest_classes(class_means(rgb, variant="centred")[1], 1)[:, 0].tolist() == [2, 3, 0, 1]
+    assert nearest_classes(class_means(flow, variant="centred")[1], 1)[:, 0].tolist() == [2, 3, 3, 1]
+    cpc = {"rgb": rgb, "flow": flow}
+    document = consistency_document(cpc, {"cocon/rgb+flow": cpc}, names, k=1, variants=("raw", "centred"))
+    entry = document["inits"][0]
+    assert entry["raw"]["joint"]["at_least"] == {"1": 4}
+    assert entry["centred"]["joint"]["at_least"] == {"1": 3} and entry["centred"]["joint"]["per_class"]["C"] == []
+    table = consistency_markdown(document)
+    assert "| consistent neighbours (of 1) | CPC, raw | cocon/rgb+flow, raw | CPC, centred | cocon/rgb+flow, centred |" \
+        in table
+    assert "| at least 1 | 4 | 4 | 3 | 3 |" in table and "the mean of the raw features (the paper's)" in table
+    with pytest.raises(ValueError, match="unknown cosine variant 'mean'"):
+        class_means(rgb, variant="mean")
+
+
+def test_ensemble_gains_compare_cpc_over_the_joint_methods_views(tmp_path):
+    """CPC is fine-tuned on four views, CoCon on rgb+flow: CoCon's ensemble is compared with
+    CPC's ensemble of rgb and flow, never with CPC's four-view ensemble."""
+    names = ["A", "B", "C"]
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    rows = [ManifestRow(f"v{index}", names[label], int(label), "test", "00000", "ok", 40, 25.0, 64, 48, f"v{index}.avi")
+            for index, label in enumerate(labels)]
+    write_manifest(rows, tmp_path / "manifest.tsv", tmp_path / "excluded.tsv")
+    right = np.eye(3)[labels]  # every video right
+    wrong = np.eye(3)[(labels + 1) % 3]  # every video wrong
+    scores = {("demo/cpc", "rgb"): right, ("demo/cpc", "flow"): right, ("demo/cpc", "pose"): wrong,
+              ("demo/cpc", "seg"): wrong, ("demo/cocon/rgb+flow", "rgb"): right,
+              ("demo/cocon/rgb+flow", "flow"): right}
+    entries = {}
+    for (init, view), values in scores.items():
+        path = tmp_path / f"{init.replace('/', '_')}_{view}.npz"
+        np.savez(path, scores=values, labels=labels, video_ids=np.array([row.video_id for row in rows]), windows=6)
+        entries[(init, view)] = {"scores": str(path), "checkpoint": None}
+    dataset = {"name": "demo", "pretrain": {}, "finetune": {"ensemble_weights": {"rgb": 1, "flow": 1, "pose": 3,
+                                                                                 "seg": 3}}}
+    _, details = build_report(dataset, 1, tmp_path / "manifest.tsv", entries)
+    assert details["demo/cpc/ensemble"]["views"] == ["rgb", "flow", "pose", "seg"]
+    assert set(details["demo/cpc/ensemble"]["per_class_top1"].values()) == {0.0}  # pose and seg outweigh
+    assert details[ensemble_key("demo/cpc", ["rgb", "flow"])]["views"] == ["rgb", "flow"]
+    comparisons = gain_comparisons(details, "demo/cpc", "demo/cocon/rgb+flow", ["rgb", "flow", "pose", "seg"])
+    assert [view for view, _, _ in comparisons] == ["rgb", "flow", "ensemble"]
+    _, baseline, improved = comparisons[-1]
+    assert baseline["views"] == improved["views"] == ["rgb", "flow"]
+    assert set(baseline["per_class_top1"].values()) == {1.0}, "CPC's ensemble over rgb and flow is right"
 
 
 # ---------------------------------------------------------------- figures
@@ -311,13 +388,62 @@ def test_tsne_figure_tiny_with_groups_and_large_without(tiny, tmp_path):
 
 def test_similarity_histograms_auc_and_counts(tiny, tmp_path):
     scrambled = feature_set(np.random.default_rng(5).normal(size=tiny.context.shape), tiny.labels, tiny.roles)
-    aucs = similarity_histograms({"CoCon": tiny, "random": scrambled}, tmp_path / "hist.png", tmp_path / "hist.json")
-    assert aucs["CoCon"] == 1.0 and aucs["random"] < 1.0
+    aucs = similarity_histograms({"CoCon": tiny, "random": scrambled}, tmp_path / "hist.png", tmp_path / "hist.json",
+                                 variants=("raw", "centred"))
+    assert aucs["raw"]["CoCon"] == 1.0 and aucs["raw"]["random"] < 1.0 and aucs["centred"]["CoCon"] == 1.0
     assert_image(tmp_path / "hist.png")
     data = json.loads((tmp_path / "hist.json").read_text())
-    assert (data["CoCon"]["same_pairs"], data["CoCon"]["other_pairs"]) == (5, 40)  # 10 test videos: 45 pairs
-    assert sum(data["CoCon"]["same_counts"]) == 5 and sum(data["CoCon"]["other_counts"]) == 40
-    assert len(data["CoCon"]["bin_edges"]) == 51 and data["CoCon"]["same_mean"] > data["CoCon"]["other_mean"]
+    for variant in ("raw", "centred"):
+        entry = data[variant]["CoCon"]
+        assert (entry["same_pairs"], entry["other_pairs"]) == (5, 40)  # 10 test videos: 45 pairs
+        assert sum(entry["same_counts"]) == 5 and sum(entry["other_counts"]) == 40
+        assert len(entry["bin_edges"]) == 51 and entry["same_mean"] > entry["other_mean"]
+
+
+def brute_force_pairs(features: np.ndarray, labels: np.ndarray, variant: str):
+    """Every pair's cosine and same-class flag, all at once (the small-data reference)."""
+    unit = features.astype(np.float64)
+    if variant == "centred":
+        unit = unit - unit.mean(axis=0)
+    unit = unit / np.linalg.norm(unit, axis=1, keepdims=True)
+    first, second = np.triu_indices(len(unit), k=1)
+    return np.einsum("pd,pd->p", unit[first], unit[second]), labels[first] == labels[second]
+
+
+@pytest.mark.parametrize("variant", ["raw", "centred"])
+def test_pair_histogram_equals_all_pairs_at_once_in_chunks(variant):
+    generator = np.random.default_rng(3)
+    features = generator.normal(size=(300, 8)) + 2.0  # a common offset: raw cosines sit high
+    labels = generator.integers(0, 6, size=300)
+    cosine, same = brute_force_pairs(features, labels, variant)
+    edges = np.histogram_bin_edges(cosine, bins=20)
+    pairs = pair_histogram(features, labels, variant, bins=20, memory_mb=0.05)  # chunks of a few rows
+    np.testing.assert_allclose(pairs.edges, edges)
+    assert pairs.same_counts.tolist() == np.histogram(cosine[same], bins=edges)[0].tolist()
+    assert pairs.other_counts.tolist() == np.histogram(cosine[~same], bins=edges)[0].tolist()
+    assert pairs.same_mean == pytest.approx(cosine[same].mean()) and pairs.other_mean == pytest.approx(cosine[~same].mean())
+    exact = roc_auc_score(same, cosine)
+    assert 0 < pairs.auc_error_bound < 1e-4 and abs(pairs.auc - exact) <= pairs.auc_error_bound
+    if variant == "raw":
+        assert cosine.mean() > 0.6  # the offset that the centred variant removes
+
+
+def test_pair_histogram_memory_is_bounded_by_the_budget_not_the_pairs():
+    """4,000 vectors are 8 million pairs: their vectors side by side would take 8 GB, their
+    cosines 64 MB. Every allocation numpy makes is traced."""
+    generator = np.random.default_rng(4)
+    features = generator.normal(size=(4000, 64)).astype(np.float32)
+    labels = generator.integers(0, 101, size=4000)
+    budget_mb = 8
+    tracemalloc.start()
+    try:
+        pairs = pair_histogram(features, labels, "raw", memory_mb=budget_mb)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert pairs.same_pairs + pairs.other_pairs == 4000 * 3999 // 2
+    fixed = features.size * 8 + 2 * 50 * FINE_BINS_PER_BIN * 8  # the float64 unit rows and the fine counts
+    assert peak < budget_mb * 2 ** 20 + fixed + 2 ** 20, peak / 2 ** 20
 
 
 def test_per_class_gains(tmp_path):

@@ -13,7 +13,7 @@ COCON = str(Path(sys.executable).with_name("cocon"))
 
 @pytest.mark.parametrize("command", ["demo", "manifest", "shards", "frames", "flow", "pose", "seg", "pretrain",
                                      "finetune", "report", "summarize", "paper", "seeds", "show", "inspect",
-                                     "verify", "features", "retrieval", "probe", "analyse"])
+                                     "verify", "features", "retrieval", "probe", "analyse", "import-views"])
 def test_every_stage_has_help(command):
     result = subprocess.run([COCON, command, "--help"], capture_output=True, text=True)
     assert result.returncode == 0

@@ -24,12 +24,19 @@ def test_short_video_loops_instead_of_padding():
     assert window_indices(5, spec, 0).tolist() == [0, 2, 0, 2, 0, 2]
 
 
-def test_dense_windows_overlap_by_half_and_cover_the_video():
-    spec = ClipSpec(num_blocks=8, block_length=5, stride=3)
-    starts = dense_starts(301, spec)  # 300 usable frames
-    assert starts[:3] == [0, 60, 120]  # half of 8 blocks = 4 blocks x 5 frames x stride 3
-    assert starts[-1] + spec.span == 300  # the last window ends at the last usable frame
-    assert dense_starts(50, spec) == [0]
+def test_dense_windows_overlap_by_half_without_a_repeated_tail():
+    spec = ClipSpec(num_blocks=8, block_length=5, stride=3)  # a window spans 118 frames
+    # half of 8 blocks = 4 blocks x 5 frames x stride 3 = 60 frames between starts; the tail
+    # after the last whole window is left out, as DPC's test does (no window at 121 or 181)
+    assert dense_starts(240, spec) == [0, 60, 120]
+    assert dense_starts(300, spec) == [0, 60, 120, 180]
+    assert dense_starts(spec.span + 2, spec) == [0]  # just over one window: one window, not two
+    assert dense_starts(50, spec) == [0]  # shorter than a window: one looped window
+    # DPC: frames 0, 3, 6, ... in blocks of 5, windows of 8 blocks every 4 blocks
+    for frames in range(spec.span, 400):
+        blocks = len(range(0, frames - 1, 3)) // 5  # its frames, less the last (the flow view's length)
+        dpc = [block * 15 for block in range(0, blocks + 1 - 8, 4)]
+        assert dense_starts(frames, spec) == (dpc or [0]), frames
 
 
 def test_sampler_gives_each_process_its_own_whole_batches():
@@ -140,12 +147,12 @@ def test_test_windows_are_dense_and_unaugmented(tiny_views):
     views_dir, refs = tiny_views
     spec = ClipSpec(num_blocks=2, block_length=2, stride=2)
     dataset = ClipDataset(refs, views_dir, ["seg"], {"seg": 8}, spec, train=False)
-    # 29 usable frames, windows of 7 spanned frames every 4 (2 of 4 blocks), the last one
-    # moved back to end on the last usable frame
+    # 29 usable frames, windows of 7 spanned frames every 4 (2 of 4 blocks) while they fit;
+    # 8 usable frames: one window
     assert [(item["video"], item["start"]) for item in dataset] == [(0, 0), (0, 4), (0, 8), (0, 12), (0, 16),
-                                                                    (0, 20), (0, 22), (1, 0), (1, 1)]
-    short = dataset[7]["seg"][:, 0, :, 4, 4].flatten() * 255 / 8
-    assert short.round().int().tolist() == [0, 2, 4, 6]  # 8 usable frames: two windows fit
+                                                                    (0, 20), (1, 0)]
+    short = dataset[6]["seg"][:, 0, :, 4, 4].flatten() * 255 / 8
+    assert short.round().int().tolist() == [0, 2, 4, 6]
 
 
 def test_test_windows_take_the_configured_centre_crop(tiny_views):

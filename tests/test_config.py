@@ -1,6 +1,6 @@
 import pytest
 
-from cocon.config import ConfigError, check_training_inputs, load_dataset_config
+from cocon.config import ConfigError, check_training_inputs, check_views_from, load_dataset_config
 from tests.conftest import REPO, write_yaml
 
 
@@ -49,7 +49,20 @@ def test_seed_variants_of_the_demo_differ_only_in_seeds():
     seeded = load_dataset_config(REPO / "config" / "datasets" / "demo_seed1.yaml")
     assert seeded["pretrain"] == {**demo["pretrain"], "seed": 1}
     assert seeded["finetune"] == {**demo["finetune"], "seed": 1}
-    assert {key for key in demo if demo[key] != seeded[key]} == {"name", "root", "pretrain", "finetune"}
+    assert {key for key in demo if demo[key] != seeded[key]} == {"name", "views_from", "pretrain", "finetune"}
+    assert check_views_from("demo_seed1", {"demo": demo, "demo_seed1": seeded}) is None
+
+
+def test_views_from_must_name_a_dataset_with_the_same_views():
+    demo = load_dataset_config(REPO / "config" / "datasets" / "demo.yaml")
+    seeded = {**demo, "name": "seeded", "views_from": "demo"}
+    assert check_views_from("seeded", {"seeded": seeded}).startswith("views_from: 'demo' is not one of the datasets")
+    other_frames = {**seeded, "frames": {**demo["frames"], "short_side": 64}}
+    assert "frames differ from demo's" in check_views_from("seeded", {"demo": demo, "seeded": other_frames})
+    fewer = {**demo, "views": ["rgb", "flow"]}
+    assert "does not extract pose, seg" in check_views_from("seeded", {"demo": fewer, "seeded": {**seeded, "views": demo["views"]}})
+    chained = {**seeded, "name": "chained", "views_from": "seeded"}
+    assert "name that one" in check_views_from("chained", {"demo": demo, "seeded": seeded, "chained": chained})
 
 
 def test_yaml_syntax_error_names_the_file_and_line(tmp_path):

@@ -125,6 +125,9 @@ def test_folders_rotate_the_held_out_share_over_three_splits():
     assert tested[0] == {"a3", "a7"}
     assert tested[1] == {"a2", "a6", "b2"} and tested[2] == {"a1", "a5", "b1"}
     assert not (tested[0] & tested[1]) and not (tested[1] & tested[2]) and not (tested[0] & tested[2])
+    # above one half the other way round: 0.75 trains on every 4th video and tests on the rest
+    mostly = stratified_roles({"a": [f"a{index}" for index in range(8)]}, 0.75)
+    assert {name for name, video_roles in mostly.items() if video_roles[0] == "train"} == {"a3", "a7"}
 
 
 @pytest.mark.parametrize("key", ["root", "splits"])

@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from cocon.analysis.features import (ALIGNMENT_BLOCKS, FeatureSet, FeaturesJob, alignment_indices, compute_features,
-                                     load_encoder)
+from cocon.analysis.features import (ALIGNMENT_BLOCKS, FeatureSet, FeaturesJob, alignment_indices, block_features,
+                                     compute_features, load_encoder)
 from cocon.config import load_schema, validate
-from cocon.data.clips import ClipDataset, ClipSpec, dense_starts, split_videos
+from cocon.data.clips import ClipDataset, ClipSpec, augment, clip_tensor, dense_starts, normalize, split_videos
+from cocon.data.shards import ShardReader
+from cocon.losses import pool_blocks
 from cocon.train import checkpoints
 from cocon.train.pretrain import build_model, model_config
 from tests.conftest import build_demo_views
@@ -76,6 +78,26 @@ def test_context_is_the_mean_over_dense_windows_and_roles_follow_the_split(demo_
     np.testing.assert_allclose(features.context[index], expected.numpy(), rtol=1e-4, atol=1e-5)
     assert list(features.block_video_ids) == [video.video_id for video in test]
     assert features.blocks.shape == (3, ALIGNMENT_BLOCKS, 32)
+
+
+def test_alignment_blocks_are_pooled_as_the_losses_pool_them_at_s4(demo_views):
+    """At 128 px the encoder's grid is 4 x 4: z' is the 2x2 max-pool then the mean
+    (pool_blocks, what Lsync and Lsim train on), not the plain mean over locations."""
+    dataset = dataset_config(demo_views)
+    settings = {**dataset["pretrain"], "input_size": {**dataset["pretrain"]["input_size"], "rgb": 128}}
+    torch.manual_seed(0)
+    model = build_model(settings, "rgb").eval()
+    _, _, test = split_videos(demo_views / "manifest.tsv", 1, 0.34, 0)
+    video, crop = test[0], dataset["finetune"]["center_crop"]
+    blocks = block_features(model, [video], demo_views / "views", "rgb", 128, 2, crop, torch.device("cpu"))
+    with ShardReader(demo_views / "views" / "rgb" / f"{video.shard}.h5", view="rgb") as reader:
+        frames = reader.read_frames(video.video_id, alignment_indices(video.num_frames, 2).reshape(-1))
+    clip = normalize("rgb", augment("rgb", clip_tensor("rgb", frames), 128, None, center_crop=crop))  # [T, C, H, W]
+    with torch.no_grad():
+        z = model.encode(clip.reshape(ALIGNMENT_BLOCKS, 2, *clip.shape[1:]).transpose(1, 2)[None])
+    assert z.shape[-2:] == (4, 4)
+    np.testing.assert_allclose(blocks[0], pool_blocks(z)[0].numpy(), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(blocks[0], z.mean(dim=(3, 4))[0].numpy(), atol=1e-4), "the plain mean is another pooling"
 
 
 def test_the_encoder_runs_once_per_window_and_block(demo_views, monkeypatch):

@@ -223,6 +223,10 @@ def test_demo_report_holds_every_analysis_and_loads_in_chromium(demo_run):
     html = results / "report.html"
     text = html.read_text()
     assert "no two of the 3 test videos share a class" in text
+    # the paper's quantities by default, and named as such
+    assert "the raw cosine of the pooled context features, as the paper&#39;s Fig. 10" in text
+    consistency = (analysis / "consistency.md").read_text()
+    assert "the mean of the raw features (the paper's)" in consistency and "centred" not in consistency
     for heading in ("The paper&#39;s tables", "Fine-tuning", "Nearest-neighbour retrieval", "Linear probe",
                     "Class consistency", "Dataset", "Views of a few test videos"):
         assert heading in text, heading
@@ -327,7 +331,8 @@ def test_real_clips_in_official_layouts(tmp_path, ucf_splits, hmdb_splits, video
         # one query: R@k is 0 or 1, and 1 once k covers the gallery's same-class video (if any)
         assert all(value in (0.0, 1.0, None) for row in retrieval["rows"] for value in row["recall"].values())
         probe = json.loads((tmp_path / analysis / "probe.json").read_text())
-        assert all(0 <= row["top1"] <= row["top5"] <= 1 for row in probe["rows"])
+        assert all(0 <= row["top1"] <= 1 and (row["top5"] is None or row["top1"] <= row["top5"] <= 1)
+                   for row in probe["rows"])
     hmdb_rows = json.loads((tmp_path / hmdb_analysis / "retrieval.json").read_text())["rows"]
     assert {row["init"] for row in hmdb_rows} == {"ucf/cpc", f"ucf/cocon/{FOUR}"}
     # the only test class (PlayingGuitar) has nothing to be consistent with, and says so

@@ -27,11 +27,12 @@ import numpy as np
 from cocon.analysis import figures
 from cocon.analysis.consistency import consistency_document, consistency_markdown
 from cocon.analysis.features import FeatureSet
+from cocon.analysis.pairs import variants_of
 from cocon.analysis.retrieval import nearest_neighbours
 from cocon.data.manifest import read_manifest
 from cocon.data.shards import ShardReader
 from cocon.experiments import JOINT_METHODS, parse_init
-from cocon.train.evaluate import ROW_NAMES
+from cocon.train.evaluate import ROW_NAMES, ensemble_key
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,7 @@ def run_analyses(job: AnalyseJob) -> None:
     cpc = next((init for init in inits if parse_init(init).method == "cpc"), None)
     joints = [init for init in inits if parse_init(init).method in JOINT_METHODS]
     compared = ([cpc] if cpc else []) + joints or inits
+    variants = variants_of(settings["center"])
     index = FigureIndex(job.figures_dir)
     # every features file of the split has the same videos in the same roles
     any_features = next(iter(sets.values()))
@@ -153,7 +155,7 @@ def run_analyses(job: AnalyseJob) -> None:
     if cpc and joints and k >= 1:
         document = consistency_document({view: sets[(cpc, view)] for view in views if (cpc, view) in sets},
                                         {init: {view: sets[(init, view)] for view in views if (init, view) in sets}
-                                         for init in joints}, class_names, k)
+                                         for init in joints}, class_names, k, variants)
         note = (f"analysis.consistency_k is {settings['consistency_k']}, but only {test_classes} classes have test "
                 f"videos: k = {k} here.\n\n" if k < settings["consistency_k"] else "")
         Path(job.consistency_json).write_text(json.dumps(document, indent=1) + "\n")
@@ -176,24 +178,22 @@ def run_analyses(job: AnalyseJob) -> None:
     for view in views:
         panels = {init_label(init): sets[(init, view)] for init in compared if (init, view) in sets}
         _tsne(index, view, panels, class_names, tsne_classes, group_indices, settings["seed"], job.split)
-        _similarities(index, view, panels, test_count)
+        _similarities(index, view, panels, test_count, variants, settings["memory_mb"])
 
     # per-class gains of the fine-tuned models (Fig. 4)
     details = json.loads(Path(job.details).read_text()) if job.details else {"classes": class_names}
     names = details["classes"]
     for joint in joints:
-        for view in [*views, "ensemble"]:
-            baseline, improved = details.get(f"{cpc}/{view}") if cpc else None, details.get(f"{joint}/{view}")
-            if baseline is None or improved is None:
-                continue
+        for view, baseline, improved in gain_comparisons(details, cpc, joint, views) if cpc else []:
             stem = f"gains_{joint.replace('/', '_')}_{view}"
             png, data = index.paths(stem, ".csv")
             summary = figures.per_class_gains(
                 {names[int(label)]: accuracy for label, accuracy in baseline["per_class_top1"].items()},
                 {names[int(label)]: accuracy for label, accuracy in improved["per_class_top1"].items()},
                 png, data, extremes=settings["gain_extremes"], labels=(init_label(cpc), init_label(joint)))
+            what = view if view != "ensemble" else f"ensemble of {'+'.join(improved['views'])}, for both"
             index.add("Per-class gains (Fig. 4)", stem, ".csv", f"Per-class gains, {init_label(joint)}, {view}",
-                      f"Fine-tuned per-class top-1 of {init_label(joint)} minus {init_label(cpc)} ({view}), the "
+                      f"Fine-tuned per-class top-1 of {init_label(joint)} minus {init_label(cpc)} ({what}), the "
                       f"largest gains (blue) and losses (red) on the test split of split {job.split}; "
                       f"{summary_text(summary)} A class's top-1 moves in steps of one over its test videos.")
 
@@ -238,23 +238,29 @@ def _tsne(index: FigureIndex, view: str, panels: dict[str, FeatureSet], class_na
     figures.tsne_figure(panels, class_names, png, data, classes=classes, groups=groups, seed=seed)
     shown = f"the {len(classes)} classes of analysis.tsne_groups" if classes else "every class"
     index.add("t-SNE (Fig. 3/8)", f"tsne_{view}", ".csv", title,
-              f"t-SNE of the {view} video features F(.) (pooled context, averaged over dense windows) of the test "
-              f"videos of split {split}, {shown}; frozen encoders, one panel each. Clusters of semantically related "
+              f"t-SNE of the {view} video features F(.) (pooled context, averaged over dense windows; mean-centred "
+              f"and L2-normalised) of the test videos of split {split}, {shown}; frozen encoders, one panel each. Clusters of semantically related "
               "classes are the paper's claim for CoCon; with few test videos per class the layout says little.")
 
 
-def _similarities(index: FigureIndex, view: str, panels: dict[str, FeatureSet], test_count: int) -> None:
+def _similarities(index: FigureIndex, view: str, panels: dict[str, FeatureSet], test_count: int,
+                  variants: tuple[str, ...], memory_mb: float) -> None:
     title = f"Cosine similarities of {view} features"
     if test_count < 2:
         index.skip("Cosine similarities (Fig. 10)", title, f"not drawn: {test_count} test video, no pair")
         return
     png, data = index.paths(f"similarity_{view}", ".json")
-    aucs = figures.similarity_histograms(panels, png, data)
+    aucs = figures.similarity_histograms(panels, png, data, variants=variants, memory_mb=memory_mb)
+    shown = {"raw": "the raw cosine of the pooled context features, as the paper's Fig. 10",
+             "centred": "the cosine after the features are mean-centred over the test videos and L2-normalised"}
     index.add("Cosine similarities (Fig. 10)", f"similarity_{view}", ".json", title,
               f"Cosine similarity of every pair of the {test_count} test videos, same class (blue) against other "
-              "classes (orange), features mean-centred and L2-normalised. ROC AUC of telling them apart: "
-              + ", ".join(f"{name} {'n/a (no same-class pair)' if auc is None else f'{auc:.3f}'}"
-                          for name, auc in aucs.items()) + ".")
+              "classes (orange); " + (f"{shown[variants[0]]}" if len(variants) == 1 else
+                                      "top row: " + shown[variants[0]] + "; bottom row: " + shown[variants[1]])
+              + ". ROC AUC of telling them apart: "
+              + "; ".join(f"{variant}: " + ", ".join(f"{name} {'n/a (no same-class pair)' if auc is None else f'{auc:.3f}'}"
+                                                    for name, auc in by_panel.items())
+                          for variant, by_panel in aucs.items()) + ".")
 
 
 def _alignment(index: FigureIndex, init: str, features: FeatureSet, settings: dict, class_names: list[str],
@@ -276,7 +282,7 @@ def _alignment(index: FigureIndex, init: str, features: FeatureSet, settings: di
     png, data = index.paths(stem, ".json")
     figures.alignment_heatmaps(features, pairs, class_names, png, data, sigma=settings["alignment_sigma"])
     index.add("Soft alignment (Fig. 5/9)", stem, ".json", title,
-              "Cosine similarity of the 18 block features z' of one test video (rows) against another's (columns), "
+              "Raw cosine similarity of the 18 block features z' of one test video (rows) against another's (columns), "
               "each row rescaled to its own range (relative similarity) and smoothed with a Gaussian of "
               f"{settings['alignment_sigma']} blocks for display. The paper reads periodic actions and matching "
               "phases from such maps.")
@@ -285,14 +291,32 @@ def _alignment(index: FigureIndex, init: str, features: FeatureSet, settings: di
 def _neighbours(index: FigureIndex, init: str, features: FeatureSet, settings: dict, class_names: list[str],
                 frame) -> None:
     queries = _one_query_per_class(features, settings["neighbour_queries"])
-    neighbours = nearest_neighbours([features], settings["neighbours"], queries=queries)
+    neighbours = nearest_neighbours([features], settings["neighbours"], queries=queries,
+                                    memory_mb=settings["memory_mb"])
     stem = f"neighbours_{init.replace('/', '_')}_{features.view}"
     png, data = index.paths(stem, ".json")
     figures.nearest_neighbour_figure(neighbours, frame, class_names, png, data)
     index.add("Nearest neighbours (Fig. 11)", stem, ".json", f"Nearest neighbours, {init_label(init)}, {features.view}",
               f"Test queries (left, framed) and their {settings['neighbours']} most similar train videos by the "
-              f"cosine of their {features.view} features (middle frames shown); green titles share the query's "
-              "class, red ones do not.")
+              f"cosine of their {features.view} features, mean-centred as retrieval compares them (middle frames "
+              "shown); green titles share the query's class, red ones do not.")
+
+
+def gain_comparisons(details: dict, cpc: str, joint: str, views: list[str]) -> list[tuple[str, dict, dict]]:
+    """(view, CPC's details, the joint method's details) for each view both were fine-tuned
+    on, and for the ensemble: the joint method's fused views against CPC's ensemble over
+    the same views (finetune_details.json keys, cocon.train.evaluate.ensemble_key), never
+    CPC's ensemble over views the joint method does not have."""
+    comparisons = [(view, details[f"{cpc}/{view}"], details[f"{joint}/{view}"]) for view in views
+                   if f"{cpc}/{view}" in details and f"{joint}/{view}" in details]
+    improved = details.get(f"{joint}/ensemble")
+    if improved is not None:
+        baseline = details.get(f"{cpc}/ensemble")
+        if baseline is None or baseline.get("views") != improved["views"]:
+            baseline = details.get(ensemble_key(cpc, improved["views"]))
+        if baseline is not None:
+            comparisons.append(("ensemble", baseline, improved))
+    return comparisons
 
 
 def summary_text(summary: dict) -> str:

@@ -13,18 +13,26 @@ import numpy as np
 from sklearn.metrics.pairwise import cosine_similarity
 
 from cocon.analysis.features import FeatureSet
+from cocon.analysis.pairs import VARIANTS
 from cocon.analysis.retrieval import normalized
 
 
-def class_means(fs: FeatureSet, roles=("test",)) -> tuple[np.ndarray, np.ndarray]:
+def class_means(fs: FeatureSet, roles=("test",), variant: str = "raw") -> tuple[np.ndarray, np.ndarray]:
     """The labels ``[C]`` (sorted) of the classes with videos in ``roles`` and their mean
-    feature ``[C, D]``. The features are first normalized() over those videos (centred by
-    their mean, L2-normalised), as retrieval compares them: otherwise an offset common to
-    every feature makes all class means nearly parallel."""
+    feature ``[C, D]``. ``raw``: the mean of the features as they are, whose cosines the paper
+    compares; ``centred``: the mean after the features are centred over those videos and
+    L2-normalised, as retrieval compares them (an offset common to every feature otherwise
+    makes all class means nearly parallel)."""
     mask = fs.role(*roles)
     if not mask.any():
         raise ValueError(f"({fs.init}, {fs.view}): no video with role {' or '.join(roles)}")
-    features, labels = normalized(fs.context[mask]), fs.labels[mask]
+    if variant == "raw":
+        features = fs.context[mask].astype(np.float64)
+    elif variant == "centred":
+        features = normalized(fs.context[mask])
+    else:
+        raise ValueError(f"unknown cosine variant {variant!r}; expected one of {VARIANTS}")
+    labels = fs.labels[mask]
     present = np.unique(labels)
     means = np.stack([features[labels == label].mean(axis=0) for label in present])
     return present, means
@@ -74,50 +82,69 @@ def _named(consistency: dict, class_names: list[str]) -> dict:
 
 
 def consistency_document(cpc: dict[str, FeatureSet], joint: dict[str, dict[str, FeatureSet]],
-                         class_names: list[str], k: int = 4) -> dict:
+                         class_names: list[str], k: int = 4, variants=("raw",)) -> dict:
     """For each joint initialisation of ``joint`` (name -> view -> FeatureSet), the class
     consistency of its views beside that of the CPC encoders of the same views (``cpc``:
     view -> FeatureSet), both on the classes with test videos in every one of those
-    FeatureSets.
+    FeatureSets, for each class-mean variant of ``variants`` (class_means).
 
-    Returns ``{"k", "inits": [{"init", "views", "num_classes", "joint": {...}, "cpc": {...}}]}``,
-    each side ``{"at_least": {"1": count, ...}, "fully_consistent", "per_class": {class name:
-    [consistent class names]}}``."""
+    Returns ``{"k", "variants": [...], "inits": [{"init", "views", "num_classes", <variant>:
+    {"joint": {...}, "cpc": {...}}, ...}]}``, each side ``{"at_least": {"1": count, ...},
+    "fully_consistent", "per_class": {class name: [consistent class names]}}``."""
+    if not variants:
+        raise ValueError("class consistency needs at least one class-mean variant")
     inits = []
     for init, views in joint.items():
         missing = [view for view in views if view not in cpc]
         if missing:
             raise ValueError(f"joint init {init}: no CPC features of view(s) {missing} to compare with")
         sides = {"joint": views, "cpc": {view: cpc[view] for view in views}}
-        means = {side: {view: class_means(features) for view, features in sets.items()} for side, sets in sides.items()}
-        shared = sorted(set.intersection(*(set(labels.tolist()) for by_view in means.values()
-                                           for labels, _ in by_view.values())))
+        shared = sorted(set.intersection(*(set(np.unique(features.labels[features.role("test")]).tolist())
+                                           for sets in sides.values() for features in sets.values())))
         shared = np.array(shared, dtype=int)
         entry = {"init": init, "views": list(views), "num_classes": len(shared)}
-        for side, by_view in means.items():
-            restricted = {view: class_mean[np.isin(labels, shared)] for view, (labels, class_mean) in by_view.items()}
-            entry[side] = _named(class_consistency(restricted, shared, k), class_names)
+        for variant in variants:
+            entry[variant] = {}
+            for side, sets in sides.items():
+                restricted = {}
+                for view, features in sets.items():
+                    labels, means = class_means(features, variant=variant)
+                    restricted[view] = means[np.isin(labels, shared)]
+                entry[variant][side] = _named(class_consistency(restricted, shared, k), class_names)
         inits.append(entry)
-    return {"k": k, "inits": inits}
+    return {"k": k, "variants": list(variants), "inits": inits}
 
 
 def consistency_markdown(document: dict) -> str:
     """``document`` (consistency_document): per joint init, how many classes have at least m
     consistent nearest classes (CPC vs the joint init), and the consistent nearest classes
-    of every class where either has one (the paper's Table 4)."""
-    k = document["k"]
-    lines = []
+    of every class where either has one (the paper's Table 4); with two class-mean variants,
+    their columns side by side, each labelled."""
+    k, variants = document["k"], document["variants"]
+    described = {"raw": "the mean of the raw features (the paper's)",
+                 "centred": "the mean of the features centred over the test videos and L2-normalised"}
+    lines = ["Class means: " + "; and, labelled centred, ".join(described[variant] for variant in variants)
+             + ". Classes are compared by the cosine of their means; a consistent neighbour is among the k nearest "
+               "classes in every view.", ""]
+    tag = (lambda variant: f", {variant}") if len(variants) > 1 else (lambda variant: "")
     for entry in document["inits"]:
         init = entry["init"]
         lines += [f"### {init} ({', '.join(entry['views'])}): consistent nearest classes, k = {k}, "
                   f"{entry['num_classes']} classes", "",
-                  f"| consistent neighbours (of {k}) | CPC | {init} |", "|---|---:|---:|"]
-        lines += [f"| at least {m} | {entry['cpc']['at_least'][str(m)]} | {entry['joint']['at_least'][str(m)]} |"
-                  for m in range(1, k + 1)]
-        lines += ["", f"| class | {init} | CPC |", "|---|---|---|"]
-        for name, joint_agreed in entry["joint"]["per_class"].items():
-            cpc_agreed = entry["cpc"]["per_class"][name]
-            if joint_agreed or cpc_agreed:
-                lines.append(f"| {name} | {', '.join(joint_agreed) or 'N/A'} | {', '.join(cpc_agreed) or 'N/A'} |")
+                  f"| consistent neighbours (of {k}) | "
+                  + " | ".join(f"CPC{tag(variant)} | {init}{tag(variant)}" for variant in variants) + " |",
+                  "|---|" + "---:|---:|" * len(variants)]
+        lines += [f"| at least {m} | " + " | ".join(
+            f"{entry[variant]['cpc']['at_least'][str(m)]} | {entry[variant]['joint']['at_least'][str(m)]}"
+            for variant in variants) + " |" for m in range(1, k + 1)]
+        lines += ["", "| class | " + " | ".join(f"{init}{tag(variant)} | CPC{tag(variant)}" for variant in variants)
+                  + " |", "|---|" + "---|---|" * len(variants)]
+        for name in entry[variants[0]]["joint"]["per_class"]:
+            cells = [(entry[variant]["joint"]["per_class"][name], entry[variant]["cpc"]["per_class"][name])
+                     for variant in variants]
+            if any(joint_agreed or cpc_agreed for joint_agreed, cpc_agreed in cells):
+                lines.append(f"| {name} | " + " | ".join(f"{', '.join(joint_agreed) or 'N/A'} | "
+                                                         f"{', '.join(cpc_agreed) or 'N/A'}"
+                                                         for joint_agreed, cpc_agreed in cells) + " |")
         lines.append("")
     return "\n".join(lines)

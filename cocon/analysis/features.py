@@ -8,7 +8,8 @@
   probe's training data, test videos the queries.
 - ``blocks`` ``[test videos, 18, D]``: the block features z' for soft alignment: the
   test video's frames sampled evenly into 18 blocks of K frames, each block encoded by
-  f, pooled over time and locations.
+  f, pooled over time, then over locations as Lsync and Lsim pool them
+  (``cocon.losses.pool_blocks``: a 2x2 max-pool first when S = 4).
 
 One ``.npz`` per (init, view) holds both with the video ids, labels and roles (train,
 val, test; val is the fine-tuning validation part, carved as fine-tuning carves it).
@@ -27,6 +28,7 @@ import torch
 from cocon.data.clips import ClipDataset, ClipSpec, VideoRef, augment, clip_tensor, normalize, split_videos, \
     usable_frames
 from cocon.data.shards import ShardReader
+from cocon.losses import pool_blocks
 from cocon.models import DPC
 from cocon.train import checkpoints
 from cocon.train.batchnorm import batchnorm_layers, recalibrate_statistics
@@ -177,7 +179,8 @@ def context_features(model: DPC, clips: ClipDataset, batch_size: int, device: to
 @torch.no_grad()
 def block_features(model: DPC, videos: list[VideoRef], views_dir, view: str, size: int, block_length: int,
                    center_crop: float, device: torch.device) -> np.ndarray:
-    """z' ``[videos, 18, D]`` of ``videos`` (see alignment_indices)."""
+    """z' ``[videos, 18, D]`` of ``videos`` (see alignment_indices), pooled by pool_blocks as
+    the sync and sim losses see them."""
     features = []
     readers: dict[str, ShardReader] = {}
     try:
@@ -190,8 +193,8 @@ def block_features(model: DPC, videos: list[VideoRef], views_dir, view: str, siz
             frames_count, channels, height, width = clip.shape
             blocks = clip.reshape(ALIGNMENT_BLOCKS, block_length, channels, height, width).transpose(1, 2)
             z = model.encode(blocks[None].to(device))
-            assert z.shape[:3] == (1, ALIGNMENT_BLOCKS, model.feature_size), z.shape
-            features.append(z.mean(dim=(3, 4))[0].float().cpu().numpy())
+            assert z.dim() == 5 and z.shape[:3] == (1, ALIGNMENT_BLOCKS, model.feature_size), z.shape
+            features.append(pool_blocks(z)[0].float().cpu().numpy())
     finally:
         for reader in readers.values():
             reader.close()

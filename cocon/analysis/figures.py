@@ -21,9 +21,9 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from scipy.ndimage import gaussian_filter
 from sklearn.manifold import TSNE
-from sklearn.metrics import roc_auc_score
 
 from cocon.analysis.features import FeatureSet
+from cocon.analysis.pairs import DEFAULT_MEMORY_MB, pair_histogram, variant_label
 from cocon.analysis.retrieval import normalized
 
 DPI = 100
@@ -135,49 +135,48 @@ def tsne_figure(panels: dict[str, FeatureSet], class_names: list[str], png, csv_
     return summary
 
 
-def pair_similarities(features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Cosine similarities of the normalized ``features`` ``[N, D]`` over all N (N - 1) / 2
-    unordered pairs, and whether each pair is of the same class (``labels`` ``[N]``)."""
-    unit = normalized(features.astype(np.float64))
-    first, second = np.triu_indices(len(unit), k=1)
-    return np.einsum("pd,pd->p", unit[first], unit[second]), labels[first] == labels[second]
+def similarity_histograms(panels: dict[str, FeatureSet], png, json_path, roles=("test",), bins: int = 50,
+                          variants=("raw",), memory_mb: float = DEFAULT_MEMORY_MB) -> dict:
+    """Per panel and cosine variant (cocon.analysis.pairs: ``raw``, the paper's Fig. 10, or
+    ``centred``), density histograms of the cosine similarities of all pairs of videos with
+    ``roles``: same class (blue) vs other class (orange), with the ROC AUC of telling the two
+    apart by the cosine in the title (None without both kinds). One row of panels per
+    variant, labelled; memory is bounded by ``memory_mb`` whatever the number of pairs.
 
-
-def similarity_histograms(panels: dict[str, FeatureSet], png, json_path, roles=("test",), bins: int = 50) -> dict:
-    """Per panel, density histograms of the cosine similarities of all pairs of videos with
-    ``roles``: same class (blue) vs other class (orange), as the paper's Fig. 10, with the
-    ROC AUC of telling the two apart by the cosine in the title (None without both kinds).
-
-    JSON: {panel: {"auc", "same_pairs", "other_pairs", "same_mean", "other_mean", "bin_edges",
-    "same_counts", "other_counts"}} (raw counts). Returns {panel: auc}."""
+    JSON: {variant: {panel: {"auc", "auc_error_bound", "same_pairs", "other_pairs", "same_mean",
+    "other_mean", "bin_edges", "same_counts", "other_counts"}}} (raw counts).
+    Returns {variant: {panel: auc}}."""
     if not panels:
         raise ValueError("similarity histograms need at least one panel")
-    figure = _figure(figsize=(5.0 * len(panels), 3.8))
+    if not variants:
+        raise ValueError("similarity histograms need at least one cosine variant")
+    figure = _figure(figsize=(5.0 * len(panels), 3.8 * len(variants)))
     data, aucs = {}, {}
-    for number, (panel, features) in enumerate(panels.items()):
-        mask = features.role(*roles)
-        if mask.sum() < 2:
-            raise ValueError(f"similarity histogram {panel}: {int(mask.sum())} videos with role "
-                             f"{' or '.join(roles)}; at least 2 are needed for a pair")
-        cosine, same = pair_similarities(features.context[mask], features.labels[mask])
-        auc = float(roc_auc_score(same, cosine)) if 0 < same.sum() < len(same) else None
-        edges = np.histogram_bin_edges(cosine, bins=bins)
-        same_counts, _ = np.histogram(cosine[same], bins=edges)
-        other_counts, _ = np.histogram(cosine[~same], bins=edges)
-        axes = figure.add_subplot(1, len(panels), number + 1)
-        for values, color, name in ((cosine[same], "tab:blue", "same class"), (cosine[~same], "tab:orange", "other class")):
-            if len(values):
-                axes.hist(values, bins=edges, density=True, alpha=0.6, color=color, label=f"{name} ({len(values)} pairs)")
-        axes.set_title(f"{panel}: AUC " + ("—" if auc is None else f"{auc:.3f}"))
-        axes.set_xlabel("cosine similarity")
-        axes.set_ylabel("density")
-        axes.legend(fontsize="small")
-        data[panel] = {"auc": auc, "same_pairs": int(same.sum()), "other_pairs": int((~same).sum()),
-                       "same_mean": float(cosine[same].mean()) if same.any() else None,
-                       "other_mean": float(cosine[~same].mean()) if (~same).any() else None,
-                       "bin_edges": edges.tolist(), "same_counts": same_counts.tolist(),
-                       "other_counts": other_counts.tolist()}
-        aucs[panel] = auc
+    for row, variant in enumerate(variants):
+        data[variant], aucs[variant] = {}, {}
+        for number, (panel, features) in enumerate(panels.items()):
+            mask = features.role(*roles)
+            if mask.sum() < 2:
+                raise ValueError(f"similarity histogram {panel}: {int(mask.sum())} videos with role "
+                                 f"{' or '.join(roles)}; at least 2 are needed for a pair")
+            pairs = pair_histogram(features.context[mask], features.labels[mask], variant, bins, memory_mb)
+            axes = figure.add_subplot(len(variants), len(panels), row * len(panels) + number + 1)
+            for counts, color, name in ((pairs.same_counts, "tab:blue", "same class"),
+                                        (pairs.other_counts, "tab:orange", "other class")):
+                if counts.sum():
+                    axes.hist(pairs.edges[:-1], bins=pairs.edges, weights=counts, density=True, alpha=0.6,
+                              color=color, label=f"{name} ({int(counts.sum())} pairs)")
+            auc = "—" if pairs.auc is None else f"{pairs.auc:.3f}"
+            axes.set_title(f"{panel}, {variant_label(variant)}: AUC {auc}", fontsize="medium")
+            axes.set_xlabel(f"cosine similarity ({variant})")
+            axes.set_ylabel("density")
+            axes.legend(fontsize="small")
+            data[variant][panel] = {"auc": pairs.auc, "auc_error_bound": pairs.auc_error_bound,
+                                    "same_pairs": pairs.same_pairs, "other_pairs": pairs.other_pairs,
+                                    "same_mean": pairs.same_mean, "other_mean": pairs.other_mean,
+                                    "bin_edges": pairs.edges.tolist(), "same_counts": pairs.same_counts.tolist(),
+                                    "other_counts": pairs.other_counts.tolist()}
+            aucs[variant][panel] = pairs.auc
     _save(figure, png)
     _write_json(json_path, data)
     return aucs

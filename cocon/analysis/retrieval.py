@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from cocon.analysis.features import FeatureSet
+from cocon.analysis.pairs import DEFAULT_MEMORY_MB, chunk_rows
 from cocon.experiments import VIEW_ORDER
 from cocon.train.evaluate import init_order
 
@@ -108,23 +109,22 @@ def summed_similarities(views: list[tuple[np.ndarray, np.ndarray]], rows) -> np.
     return sum(query[rows] @ gallery.T for query, gallery in views)
 
 
-# queries scored at once: a chunk's [chunk, G] similarities stay small for a Kinetics-size gallery
-QUERY_CHUNK = 512
-
-
-def _retrieval_row(init: str, view: str, members: list[FeatureSet], ks) -> dict:
+def _retrieval_row(init: str, view: str, members: list[FeatureSet], ks, memory_mb: float) -> dict:
     first, views = normalized_views(members)
     queries, gallery = _split_roles(first)
     query_labels, gallery_labels = first.labels[queries], first.labels[gallery]
-    ranks = [first_match_ranks(summed_similarities(views, slice(start, start + QUERY_CHUNK)),
-                               query_labels[start:start + QUERY_CHUNK], gallery_labels)
-             for start in range(0, len(query_labels), QUERY_CHUNK)]
+    # queries scored at once: a chunk's [chunk, G] arrays fit in memory_mb, for a Kinetics-size gallery too
+    chunk = chunk_rows(len(gallery_labels), memory_mb)
+    ranks = [first_match_ranks(summed_similarities(views, slice(start, start + chunk)),
+                               query_labels[start:start + chunk], gallery_labels)
+             for start in range(0, len(query_labels), chunk)]
     recall = recall_from_ranks(np.concatenate(ranks), len(gallery_labels), ks)
     return {"init": init, "view": view, "recall": {str(k): value for k, value in recall.items()},
             "num_queries": len(query_labels), "num_gallery": len(gallery_labels)}
 
 
-def retrieval_document(feature_sets: dict[tuple[str, str], FeatureSet], ks=DEFAULT_KS) -> dict:
+def retrieval_document(feature_sets: dict[tuple[str, str], FeatureSet], ks=DEFAULT_KS,
+                       memory_mb: float = DEFAULT_MEMORY_MB) -> dict:
     """R@k of every (init, view) of ``feature_sets``, in the given order, and after each init's
     last view one "fused" row for each init with two or more views.
 
@@ -136,9 +136,9 @@ def retrieval_document(feature_sets: dict[tuple[str, str], FeatureSet], ks=DEFAU
     last_view = {init: members[-1].view for init, members in views_by_init.items()}
     rows = []
     for (init, view), features in feature_sets.items():
-        rows.append(_retrieval_row(init, view, [features], ks))
+        rows.append(_retrieval_row(init, view, [features], ks, memory_mb))
         if view == last_view[init] and len(views_by_init[init]) > 1:
-            rows.append(_retrieval_row(init, FUSED, views_by_init[init], ks))
+            rows.append(_retrieval_row(init, FUSED, views_by_init[init], ks, memory_mb))
     return {"ks": [int(k) for k in ks], "protocol": PROTOCOL, "rows": rows}
 
 
@@ -180,14 +180,15 @@ def write_document(document: dict, markdown: str, json_path: str | os.PathLike,
 
 
 def write_retrieval(feature_paths: list[str | os.PathLike], ks, json_path: str | os.PathLike,
-                    markdown_path: str | os.PathLike) -> dict:
+                    markdown_path: str | os.PathLike, memory_mb: float = DEFAULT_MEMORY_MB) -> dict:
     """retrieval_document of the features files ``feature_paths``, written as JSON and Markdown."""
-    document = retrieval_document(load_feature_sets(feature_paths), ks)
+    document = retrieval_document(load_feature_sets(feature_paths), ks, memory_mb)
     write_document(document, retrieval_markdown(document), json_path, markdown_path)
     return document
 
 
-def nearest_neighbours(feature_sets: list[FeatureSet], k: int, queries: list[str] | None = None) -> list[dict]:
+def nearest_neighbours(feature_sets: list[FeatureSet], k: int, queries: list[str] | None = None,
+                       memory_mb: float = DEFAULT_MEMORY_MB) -> list[dict]:
     """The k most similar gallery (train + val) videos of each test video, by the retrieval
     protocol's cosine similarity summed over ``feature_sets`` (one FeatureSet, or several
     views of the same videos).
@@ -210,9 +211,14 @@ def nearest_neighbours(feature_sets: list[FeatureSet], k: int, queries: list[str
         if unknown:
             raise ValueError(f"({first.init}, {first.view}): {unknown} are not test videos")
         chosen = [position[video_id] for video_id in queries]
-    similarity = summed_similarities(views, chosen)  # [len(chosen), G]: only the queries asked for
-    order = ranking(similarity)[:, :k]  # [len(chosen), min(k, G)]
-    return [{"query": str(query_ids[index]), "query_label": int(query_labels[index]),
-             "neighbours": [{"video_id": str(gallery_ids[item]), "label": int(gallery_labels[item]),
-                             "similarity": float(row[item])} for item in ranked]}
-            for index, row, ranked in zip(chosen, similarity, order)]
+    rows = []
+    chunk = chunk_rows(len(gallery_ids), memory_mb)
+    for start in range(0, len(chosen), chunk):
+        asked = chosen[start:start + chunk]
+        similarity = summed_similarities(views, asked)  # [len(asked), G]: only the queries asked for
+        order = ranking(similarity)[:, :k]  # [len(asked), min(k, G)]
+        rows += [{"query": str(query_ids[index]), "query_label": int(query_labels[index]),
+                  "neighbours": [{"video_id": str(gallery_ids[item]), "label": int(gallery_labels[item]),
+                                  "similarity": float(row[item])} for item in ranked]}
+                 for index, row, ranked in zip(asked, similarity, order)]
+    return rows

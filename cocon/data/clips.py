@@ -60,16 +60,16 @@ def window_indices(num_frames: int, spec: ClipSpec, start: int) -> np.ndarray:
 
 
 def dense_starts(num_frames: int, spec: ClipSpec) -> list[int]:
-    """Starts of the test windows: windows of N blocks overlapping by half (N/2 blocks),
-    covering the video; a video shorter than one window gets one (looped) window."""
+    """Starts of the test windows: windows of N blocks overlapping by half (a step of N/2
+    blocks), every window that fits in the video, as DPC's and CoCon's dense test cut them.
+    The frames after the last whole window are left out, as there: a window shifted back to
+    end at the last frame would nearly repeat the one before it and count the tail twice. A
+    video shorter than one window gets one (looped) window, where DPC drops the video."""
     usable = usable_frames(num_frames)
     if usable <= spec.span:
         return [0]
     step = spec.num_frames // 2 * spec.stride
-    starts = list(range(0, usable - spec.span + 1, step))
-    if starts[-1] + spec.span < usable:
-        starts.append(usable - spec.span)
-    return starts
+    return list(range(0, usable - spec.span + 1, step))
 
 
 @dataclass(frozen=True)

@@ -145,12 +145,15 @@ def stratified_roles(names_by_label: dict[str, list[str]], test_fraction: float)
     """A deterministic split for datasets without split files, in three rotations (splits
     1-3): in each class (sorted by name), every k-th video goes to test, k =
     round(1 / test_fraction), and split s takes the videos at positions k - s, 2k - s, ...
-    (mod k), so the three splits test on disjoint videos where a class has enough of them."""
+    (mod k), so the three splits test on disjoint videos where a class has enough of them.
+    Above one half, the other way round: every k-th video trains, k = round(1 / (1 - test_fraction))."""
     roles = {}
-    every = held_out_every(test_fraction)
+    mostly_test = test_fraction > 0.5
+    every = held_out_every(1 - test_fraction) if mostly_test else held_out_every(test_fraction)
+    chosen, other = ("train", "test") if mostly_test else ("test", "train")
     for names in names_by_label.values():
         for position, name in enumerate(sorted(names)):
-            roles[name] = tuple("test" if every and position % every == (every - split) % every else "train"
+            roles[name] = tuple(chosen if every and position % every == (every - split) % every else other
                                 for split in (1, 2, 3))
     return roles
 
@@ -187,7 +190,8 @@ def list_demo(demo_config: dict, test_fraction: float) -> list[VideoEntry]:
     from cocon.data.demo import demo_video_names
 
     relpaths_by_label: dict[str, list[str]] = {}
-    for label, stem in demo_video_names(demo_config["num_classes"], demo_config["videos_per_class"]):
+    for label, stem in demo_video_names(demo_config["num_classes"], demo_config["videos_per_class"],
+                                        demo_config["classes"]):
         relpaths_by_label.setdefault(label, []).append(f"{label}/{stem}.avi")
     return _entries_from_class_folders(relpaths_by_label, test_fraction)
 
@@ -205,9 +209,21 @@ LISTERS = {
 def check_folders(dataset: dict) -> None:
     """The folders and files a dataset config names exist; a DatasetError names the key.
 
-    The demo's root is generated, so only the other layouts' root must exist."""
-    if dataset["layout"] != "demo" and not Path(dataset["root"]).is_dir():
+    The demo's root is generated, so only the other layouts' root must exist; where the
+    frames are imported, videos are optional, and their import tree must exist instead."""
+    from cocon.data.trees import TreeError, check_root
+
+    frames_import = dataset.get("frames", {}).get("import")
+    if dataset["layout"] != "demo" and (dataset.get("root") or not frames_import) \
+            and not Path(dataset["root"]).is_dir():
         raise DatasetError(f"root: {dataset['root']}: folder not found")
+    for section in ("frames", "flow"):
+        settings = dataset.get(section, {}).get("import")
+        if settings:
+            try:
+                check_root(settings, f"{section}.import")
+            except TreeError as error:
+                raise DatasetError(str(error)) from None
     if dataset["layout"] in ("ucf101", "hmdb51") and not Path(dataset["splits"]).is_dir():
         raise DatasetError(f"splits: {dataset['splits']}: folder not found")
     if dataset["layout"] == "kinetics400":
@@ -247,6 +263,9 @@ def _no_test_video_reason(dataset: dict, entries: list[VideoEntry], split: int) 
     layout = dataset["layout"]
     if layout in STRATIFIED_LAYOUTS:
         test_fraction = dataset["test_fraction"]
+        if test_fraction > 0.5:
+            return f"test_fraction: {test_fraction} trains on every {held_out_every(1 - test_fraction)}th video and " \
+                   "tests on the others, but no class has a second video"
         every = held_out_every(test_fraction)
         if not every:
             return f"test_fraction: {test_fraction} holds out no video of any class as test"

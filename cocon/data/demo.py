@@ -7,6 +7,15 @@ finds the person, so every view of the pipeline (rgb, flow, pose, seg) has somet
 learn from. Per-video variation (speed, phase, size, tilt, background, brightness) keeps
 the task from being trivial; everything is drawn from a generator seeded by
 (seed, class, index), so a rerun writes the same bytes.
+
+Two class sets (``demo.classes``):
+
+- ``demo``: five trajectories that differ in their direction (the demo's, ``DEMO_CLASSES``).
+  Flow alone separates them: a random flow encoder retrieves the right class almost always.
+- ``motion``: ten motions that differ in their timing and their path, never in their
+  direction, which is drawn per video (``MOTION_CLASSES``, the evidence benchmark's). The
+  person, the background, her size, tilt and brightness are drawn independently of the
+  class, so no single frame tells the class: only how she moves does.
 """
 from __future__ import annotations
 
@@ -50,12 +59,28 @@ PERSON_ANCHOR = (215.0, 200.0)
 MAX_PERSON_HEIGHT_FRACTION = 1.25
 
 
-def demo_video_names(num_classes: int = len(DEMO_CLASSES), videos_per_class: int = 8) -> list[tuple[str, str]]:
+MOTION_CLASSES = (
+    "glide",         # constant speed along a line
+    "accelerate",    # along a line, from still to fast
+    "decelerate",    # along a line, from fast to still
+    "stop_and_go",   # along a line in 3 or 4 steps, resting between them
+    "swing",         # back and forth along a line, smoothly (a sine)
+    "zigzag",        # back and forth along a line at constant speed (a triangle wave)
+    "shake",         # back and forth, small and fast
+    "bounce",        # hops along a line, turning sharply at one end (|sine|)
+    "orbit",         # around a circle
+    "pulse",         # growing and shrinking in place
+)
+CLASS_SETS = {"demo": DEMO_CLASSES, "motion": MOTION_CLASSES}
+
+
+def demo_video_names(num_classes: int = len(DEMO_CLASSES), videos_per_class: int = 8,
+                     classes: str = "demo") -> list[tuple[str, str]]:
     """(class name, file stem) of every demo video, class by class, without touching the disk."""
-    _check_counts(num_classes, videos_per_class)
+    _check_counts(num_classes, videos_per_class, classes)
     return [
         (class_name, f"{class_name}_{index:03d}")
-        for class_name in DEMO_CLASSES[:num_classes]
+        for class_name in CLASS_SETS[classes][:num_classes]
         for index in range(videos_per_class)
     ]
 
@@ -69,6 +94,7 @@ def generate_demo(
     height: int = 120,
     fps: int = 25,
     seed: int = 0,
+    classes: str = "demo",
 ) -> list[Path]:
     """Write ``out_dir/<class>/<stem>.avi`` (MJPG) for every demo video and return the paths."""
     if num_frames < 2:
@@ -77,7 +103,7 @@ def generate_demo(
         raise ValueError(f"frame size {width}x{height} is too small to show a person (minimum 32x32)")
     out_dir = Path(out_dir)
     paths = []
-    for class_name, stem in demo_video_names(num_classes, videos_per_class):
+    for class_name, stem in demo_video_names(num_classes, videos_per_class, classes):
         video_index = int(stem.rsplit("_", 1)[1])
         frames = [frame for frame, _ in render_video(class_name, video_index, num_frames, width, height, seed)]
         path = out_dir / class_name / f"{stem}.avi"
@@ -93,9 +119,10 @@ def render_video(
 
     The alpha is the ground-truth person mask, to judge segmentation against.
     """
-    if class_name not in DEMO_CLASSES:
-        raise ValueError(f"unknown demo class {class_name!r}; expected one of {DEMO_CLASSES}")
-    rng = np.random.default_rng([seed, DEMO_CLASSES.index(class_name), video_index])
+    class_set = next((names for names in CLASS_SETS.values() if class_name in names), None)
+    if class_set is None:
+        raise ValueError(f"unknown demo class {class_name!r}; expected one of {DEMO_CLASSES + MOTION_CLASSES}")
+    rng = np.random.default_rng([seed, class_set.index(class_name), video_index])
     background = _random_background(rng, width, height)
     look = _random_look(rng, height)
     portrait = _portrait(round(height * MAX_PERSON_HEIGHT_FRACTION))
@@ -126,9 +153,12 @@ class _Placement:
     scale: float = 1.0
 
 
-def _check_counts(num_classes: int, videos_per_class: int) -> None:
-    if not 1 <= num_classes <= len(DEMO_CLASSES):
-        raise ValueError(f"num_classes must be between 1 and {len(DEMO_CLASSES)}, got {num_classes}")
+def _check_counts(num_classes: int, videos_per_class: int, classes: str = "demo") -> None:
+    if classes not in CLASS_SETS:
+        raise ValueError(f"demo.classes: {classes!r}; expected one of {sorted(CLASS_SETS)}")
+    if not 1 <= num_classes <= len(CLASS_SETS[classes]):
+        raise ValueError(f"num_classes must be between 1 and {len(CLASS_SETS[classes])} for the {classes!r} classes, "
+                         f"got {num_classes}")
     if videos_per_class < 1:
         raise ValueError(f"videos_per_class must be at least 1, got {videos_per_class}")
 
@@ -187,12 +217,75 @@ def _zoom_in(rng: np.random.Generator, width: int, height: int):
     return lambda progress: _Placement(x, y, start_scale + (end_scale - start_scale) * progress)
 
 
+def _smooth_steps(steps: int):
+    """A staircase from -1 to 1 in ``steps`` moves, each taking the first half of its period
+    (a smoothstep), at rest for the second half."""
+    def profile(progress: float) -> float:
+        position = min(progress, 1.0 - 1e-9) * steps
+        step, within = int(position), position - int(position)
+        move = min(1.0, 2.0 * within)
+        return -1.0 + 2.0 * (step + move * move * (3.0 - 2.0 * move)) / steps
+    return profile
+
+
+def _triangle(phase: float) -> float:
+    """A triangle wave of period 1 in [-1, 1]: the constant-speed twin of a sine."""
+    fraction = phase % 1.0
+    return 4.0 * fraction - 1.0 if fraction < 0.5 else 3.0 - 4.0 * fraction
+
+
+def _line_profile(name: str, rng: np.random.Generator):
+    """Position along the line in [-1, 1] against progress in [0, 1], and the share of the
+    half travel it uses, for the motions along a line."""
+    if name == "glide":
+        return (lambda p: 2.0 * p - 1.0), 1.0
+    if name == "accelerate":
+        return (lambda p: 2.0 * p * p - 1.0), 1.0
+    if name == "decelerate":
+        return (lambda p: 1.0 - 2.0 * (1.0 - p) ** 2), 1.0
+    if name == "stop_and_go":
+        return _smooth_steps(int(rng.integers(3, 5))), 1.0
+    cycles, phase = rng.uniform(1.6, 2.4), rng.uniform(0.0, 1.0)
+    if name == "swing":
+        return (lambda p: math.sin(2.0 * math.pi * (cycles * p + phase))), 0.6
+    if name == "zigzag":
+        return (lambda p: _triangle(cycles * p + phase)), 0.6
+    if name == "bounce":
+        return (lambda p: 1.0 - 2.0 * abs(math.sin(math.pi * (cycles * p + phase)))), 0.6
+    fast = rng.uniform(6.0, 8.0)
+    if name == "shake":
+        return (lambda p: math.sin(2.0 * math.pi * (fast * p + phase))), 0.15
+    raise ValueError(name)
+
+
+def _motion(name: str):
+    def trajectory(rng: np.random.Generator, width: int, height: int):
+        # the direction is drawn per video, so that it never tells the class
+        angle = rng.uniform(0.0, 2.0 * math.pi)
+        direction = (math.cos(angle), math.sin(angle))
+        center_x, center_y = width * rng.uniform(0.45, 0.55), height * rng.uniform(0.42, 0.5)
+        half_travel = min(width, height) * rng.uniform(0.3, 0.4)
+        if name == "orbit":
+            radius, turns = half_travel * rng.uniform(0.4, 0.55), rng.uniform(1.0, 1.5) * rng.choice((-1.0, 1.0))
+            return lambda p: _Placement(center_x + radius * math.cos(angle + 2.0 * math.pi * turns * p),
+                                        center_y + radius * math.sin(angle + 2.0 * math.pi * turns * p))
+        if name == "pulse":
+            cycles, phase, depth = rng.uniform(1.6, 2.4), rng.uniform(0.0, 1.0), rng.uniform(0.12, 0.18)
+            return lambda p: _Placement(center_x, center_y, 0.85 + depth * math.sin(2.0 * math.pi * (cycles * p + phase)))
+        profile, share = _line_profile(name, rng)
+        travel = half_travel * share
+        return lambda p: _Placement(center_x + direction[0] * travel * profile(p),
+                                    center_y + direction[1] * travel * profile(p))
+    return trajectory
+
+
 _TRAJECTORIES = {
     "slide_left_to_right": _slide(+1),
     "slide_right_to_left": _slide(-1),
     "bounce_up_down": _bounce,
     "circle": _circle,
     "zoom_in": _zoom_in,
+    **{name: _motion(name) for name in MOTION_CLASSES},
 }
 
 

@@ -10,11 +10,13 @@ import logging
 from collections import Counter
 from cocon.parallel import process_pool
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from tqdm import tqdm
 
 from cocon.data.datasets import VideoEntry, assign_shards, list_videos, resolve_path
+from cocon.data.trees import imports_of, probe_imported
 from cocon.data.video import VideoProbe, probe_video
 
 log = logging.getLogger(__name__)
@@ -59,14 +61,28 @@ def _probe(path: Path) -> VideoProbe:
     return probe_video(path)
 
 
+def _probe_imported(dataset: dict, item: tuple[VideoEntry, Path | None]) -> tuple[VideoProbe, str]:
+    return probe_imported(dataset, *item)
+
+
 def build_manifest(dataset: dict, threads: int = 1) -> list[ManifestRow]:
-    """Probe every video the dataset config lists, with ``threads`` processes."""
+    """Probe every video the dataset config lists, with ``threads`` processes: its video file,
+    or, where ``frames.import`` (``flow.import``) is set, its frames (flows) in the import tree."""
     entries = list_videos(dataset)
-    root = Path(dataset["root"])
+    root = Path(dataset["root"]) if dataset.get("root") else None
     shard_of = {entry.video_id: shard for shard, members in assign_shards(entries, dataset["shard_size"]).items()
                 for entry in members}
-    paths = [resolve_path(root, entry.relpath) for entry in entries]
+    paths = [resolve_path(root, entry.relpath) if root else None for entry in entries]
     progress = dict(total=len(paths), desc=f"probing {dataset['name']} videos", unit="video", mininterval=5)
+    if any(imports_of(dataset)):
+        work = partial(_probe_imported, dataset)
+        if threads > 1:
+            with process_pool(threads) as pool:
+                probed = list(tqdm(pool.map(work, zip(entries, paths), chunksize=8), **progress))
+        else:
+            probed = [work(item) for item in tqdm(zip(entries, paths), **progress)]
+        return [_row(entry, path, probe, shard_of[entry.video_id])
+                for entry, (probe, path) in zip(entries, probed)]
     if threads > 1:
         with process_pool(threads) as pool:
             probes = list(tqdm(pool.map(_probe, paths, chunksize=8), **progress))
@@ -75,7 +91,7 @@ def build_manifest(dataset: dict, threads: int = 1) -> list[ManifestRow]:
     return [_row(entry, path, probe, shard_of[entry.video_id]) for entry, path, probe in zip(entries, paths, probes)]
 
 
-def _row(entry: VideoEntry, path: Path, probe: VideoProbe, shard: str) -> ManifestRow:
+def _row(entry: VideoEntry, path: Path | str, probe: VideoProbe, shard: str) -> ManifestRow:
     return ManifestRow(entry.video_id, entry.label, entry.label_index, ",".join(entry.splits), shard,
                        probe.status, probe.num_frames, round(probe.fps, 3), probe.width, probe.height, str(path))
 
@@ -164,6 +180,15 @@ def check_usable_fraction(rows: list[ManifestRow], dataset: dict) -> None:
     the root folder the videos were looked for in and the counts."""
     usable = sum(row.ok for row in rows)
     minimum = dataset["min_usable_fraction"]
+    frames_import, _ = imports_of(dataset)
+    if rows and usable < minimum * len(rows) and frames_import:
+        counts = "\n".join(_exclusion_lines(rows))
+        raise TooFewUsableVideosError(
+            f"frames.import.root: {frames_import['root']}: {usable} of the {len(rows)} listed videos are usable "
+            f"({usable / len(rows):.0%}), fewer than min_usable_fraction {minimum}. Is root the folder the "
+            f"{frames_import['layout']} layout keeps its video folders in (README: Starting from frames and flow "
+            f"you already have)? If most videos are meant to be absent, lower min_usable_fraction (0 accepts any "
+            f"number).\n{counts}")
     if rows and usable < minimum * len(rows):
         counts = "\n".join(_exclusion_lines(rows))
         raise TooFewUsableVideosError(

@@ -111,20 +111,44 @@ def build_report(dataset: dict, split: int, manifest_path, entries: dict[tuple[s
                                            crops_per_window=int(data["crops"]) if "crops" in data else 1)
         results.append(row(init, view, metrics, num_test_videos=int(len(data["labels"])),
                            num_test_windows=int(data["windows"]), checkpoint=entries[(init, view)]["checkpoint"]))
-    for init in sorted({init for init, _ in loaded}, key=init_order):
-        views = [view for view in VIEW_ORDER if (init, view) in loaded]
+    inits = sorted({init for init, _ in loaded}, key=init_order)
+    views_of = {init: [view for view in VIEW_ORDER if (init, view) in loaded] for init in inits}
+
+    def fused_metrics(init: str, views) -> tuple[dict, np.ndarray]:
         by_view = {view: loaded[(init, view)] for view in views}
         fused, labels = fuse(by_view, weights, init)
         metrics = {**_metrics(fused, labels, num_classes),
                    **_clip_metrics(_fused_clips(by_view, weights, init), num_classes)}
+        return metrics, labels
+
+    for init in inits:
+        views = views_of[init]
+        metrics, labels = fused_metrics(init, views)
         details[f"{init}/ensemble"] = detail(metrics, views=views)
         results.append(row(init, "ensemble", metrics, views=views,
                            weights={view: weights[view] for view in views},
                            num_test_videos=int(len(labels)), num_test_windows=None, checkpoint=None))
+    # the ensemble of every other initialisation over each joint method's views, so that a
+    # joint method's ensemble is compared with CPC's over the same views (per-class gains)
+    joint_view_sets = {tuple(views_of[init]) for init in inits if parse_init(init).views}
+    for init in inits:
+        for views in sorted(joint_view_sets):
+            key = ensemble_key(init, views)
+            if key in details or tuple(views_of[init]) == views or not set(views) <= set(views_of[init]):
+                continue
+            metrics, _ = fused_metrics(init, views)
+            details[key] = detail(metrics, views=list(views))
     document = {"dataset": dataset["name"], "splits": [split], "num_classes": num_classes,
                 "config_hash": config_hash({key: dataset[key] for key in ("pretrain", "finetune")}),
                 "results": results}
     return document, details
+
+
+def ensemble_key(init: str, views) -> str:
+    """The finetune_details.json key of ``init``'s ensemble over ``views`` (in VIEW_ORDER):
+    ``{init}/ensemble`` fuses every view the init was fine-tuned on, ``{init}/ensemble:rgb+flow``
+    only rgb and flow."""
+    return f"{init}/ensemble:{'+'.join(views)}"
 
 
 def fuse(scores: dict[str, dict], weights: dict[str, float], what: str) -> tuple[np.ndarray, np.ndarray]:

@@ -95,8 +95,13 @@ def frames_short_side(rgb_path) -> int | None:
 def extract_flow(dataset: dict, rgb_path, out_path, threads: int = 1) -> int:
     """Write the flow shard ``out_path`` from the rgb shard ``rgb_path``: with ``flow.backend``
     opencv, videos in parallel processes; with torch, frame pairs batched across the shard's
-    videos on ``flow.device``. Both write the same shard format."""
+    videos on ``flow.device``. Both write the same shard format. With ``flow.import`` set, the
+    flow comes from that tree instead (cocon.views.imports)."""
     settings = dataset["flow"]
+    if settings.get("import"):
+        from cocon.views.imports import import_flow
+
+        return import_flow(dataset, rgb_path, out_path, threads)
     attrs = {"method": settings["method"], "bound": settings["bound"], "parameters": repr(settings[settings["method"]])}
     # the unit of the stored values (pixels of the frames flow was computed on) and the stored size
     computed = frames_short_side(rgb_path)

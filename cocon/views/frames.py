@@ -13,8 +13,13 @@ log = logging.getLogger(__name__)
 
 
 def extract_frames(dataset: dict, manifest_path, shard: str, out_path) -> int:
-    """Write ``out_path``, the rgb shard ``shard``; returns how many videos it holds."""
+    """Write ``out_path``, the rgb shard ``shard``; returns how many videos it holds. With
+    ``frames.import`` set, the frames come from that tree instead (cocon.views.imports)."""
     settings = dataset["frames"]
+    if settings.get("import"):
+        from cocon.views.imports import import_frames
+
+        return import_frames(dataset, manifest_path, shard, out_path)
     rows = [row for row in read_manifest(manifest_path) if row.shard == shard]
     usable = [row for row in rows if row.ok]
     log.info("shard %s: %d videos, %d usable", shard, len(rows), len(usable))

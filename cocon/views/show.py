@@ -62,8 +62,7 @@ def gray_to_rgb(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return cv2.applyColorMap(resized, cv2.COLORMAP_INFERNO)[..., ::-1]
 
 
-def contact_sheet(views_dir, manifest_path, video_id: str, out_path, rows: int = 6) -> Path:
-    """Render ``rows`` evenly spaced frames of ``video_id`` from every view shard found."""
+def _open_views(views_dir, manifest_path, video_id: str) -> dict[str, ShardReader]:
     row = next((r for r in read_manifest(manifest_path) if r.video_id == video_id), None)
     if row is None:
         raise ValueError(f"{manifest_path}: no video {video_id!r}")
@@ -75,30 +74,80 @@ def contact_sheet(views_dir, manifest_path, video_id: str, out_path, rows: int =
         if path.exists():
             readers[view] = ShardReader(path, view=view)
     if "rgb" not in readers:
-        raise ValueError(f"{Path(views_dir) / 'rgb' / (row.shard + '.h5')}: the rgb shard is needed for a contact sheet")
-    try:
-        total = readers["rgb"].num_frames(video_id)
-        indices = np.linspace(0, total - 2, rows).round().astype(int)
-        lines = []
-        for index in indices:
-            frame = readers["rgb"].read(video_id, index, index + 1)[0]
-            height, width = frame.shape[:2]
-            pose = readers["pose"].read(video_id, index, index + 1)[0] if "pose" in readers else None
-            mask = readers["seg"].read(video_id, index, index + 1)[0] if "seg" in readers else None
-            tiles = [overlay(frame, mask, pose)]
-            if "flow" in readers:
-                bound = float(readers["flow"].attrs["bound"])
-                flow = dequantize_flow(readers["flow"].read(video_id, index, index + 1)[0], bound)
-                # flow may be stored smaller than the frames (flow.short_side): show it at their size
-                tiles.append(cv2.resize(flow_to_color(flow, bound), (width, height), interpolation=cv2.INTER_NEAREST))
-            if pose is not None:
-                tiles.append(gray_to_rgb(pose.max(axis=0), height, width))
-            if mask is not None:
-                tiles.append(gray_to_rgb(mask, height, width))
-            lines.append(np.concatenate([np.pad(tile, ((1, 1), (1, 1), (0, 0))) for tile in tiles], axis=1))
-        sheet = np.concatenate(lines, axis=0)
-    finally:
         for reader in readers.values():
+            reader.close()
+        raise ValueError(f"{Path(views_dir) / 'rgb' / (row.shard + '.h5')}: the rgb shard is needed for a contact sheet")
+    return readers
+
+
+def _decoded_range(readers: dict[str, ShardReader], video_id: str) -> tuple[int, int]:
+    """The decoded frames of the video that the shards hold, first to last (an import from a
+    TSN tree starts at decoded frame 1)."""
+    first = int(readers["rgb"].video_attrs(video_id).get("first_frame", 0))
+    return first, first + readers["rgb"].num_frames(video_id) - 1
+
+
+def _rows(readers: dict[str, ShardReader], video_id: str, indices) -> np.ndarray:
+    """One row of tiles per stored frame index: rgb with mask and skeleton, flow, pose, seg."""
+    lines = []
+    for index in indices:
+        frame = readers["rgb"].read(video_id, index, index + 1)[0]
+        height, width = frame.shape[:2]
+        pose = readers["pose"].read(video_id, index, index + 1)[0] if "pose" in readers else None
+        mask = readers["seg"].read(video_id, index, index + 1)[0] if "seg" in readers else None
+        tiles = [overlay(frame, mask, pose)]
+        if "flow" in readers:
+            bound = float(readers["flow"].attrs["bound"])
+            flow = dequantize_flow(readers["flow"].read(video_id, index, index + 1)[0], bound)
+            # flow may be stored smaller than the frames (flow.short_side): show it at their size
+            tiles.append(cv2.resize(flow_to_color(flow, bound), (width, height), interpolation=cv2.INTER_NEAREST))
+        if pose is not None:
+            tiles.append(gray_to_rgb(pose.max(axis=0), height, width))
+        if mask is not None:
+            tiles.append(gray_to_rgb(mask, height, width))
+        lines.append(np.concatenate([np.pad(tile, ((1, 1), (1, 1), (0, 0))) for tile in tiles], axis=1))
+    return np.concatenate(lines, axis=0)
+
+
+def _titled(sheet: np.ndarray, title: str, height: int) -> np.ndarray:
+    """``sheet`` scaled to ``height`` rows of pixels under a white strip naming it."""
+    if sheet.shape[0] != height:
+        width = max(1, round(sheet.shape[1] * height / sheet.shape[0]))
+        sheet = cv2.resize(sheet, (width, height), interpolation=cv2.INTER_AREA)
+    strip = np.full((18, sheet.shape[1], 3), 255, np.uint8)
+    cv2.putText(strip, title, (3, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([strip, sheet], axis=0)
+
+
+def contact_sheet(views_dir, manifest_path, video_id: str, out_path, rows: int = 6, beside=None,
+                  titles: tuple[str, str] | None = None) -> Path:
+    """Render ``rows`` evenly spaced frames of ``video_id`` from every view shard found.
+
+    ``beside`` (views folder, manifest) names a second set of shards of the same video, e.g.
+    imported frames and flow beside computed ones: drawn to its right at the same decoded
+    frames of the video, so that a frame or flow off by one shows as a mismatch of the rows."""
+    readers = _open_views(views_dir, manifest_path, video_id)
+    other = {}
+    try:
+        if beside is None:
+            total = readers["rgb"].num_frames(video_id)
+            sheet = _rows(readers, video_id, np.linspace(0, total - 2, rows).round().astype(int))
+        else:
+            other = _open_views(*beside, video_id)
+            (first, last), (other_first, other_last) = (_decoded_range(readers, video_id),
+                                                         _decoded_range(other, video_id))
+            low, high = max(first, other_first), min(last, other_last) - 1
+            if high < low:
+                raise ValueError(f"{video_id}: the two sets of shards hold no common decoded frames "
+                                 f"({first}..{last} and {other_first}..{other_last})")
+            decoded = np.linspace(low, high, rows).round().astype(int)
+            left, right = _rows(readers, video_id, decoded - first), _rows(other, video_id, decoded - other_first)
+            names = titles or (str(views_dir), str(beside[0]))
+            gap = np.full((left.shape[0] + 18, 6, 3), 255, np.uint8)
+            sheet = np.concatenate([_titled(left, names[0], left.shape[0]), gap,
+                                    _titled(right, names[1], left.shape[0])], axis=1)
+    finally:
+        for reader in (*readers.values(), *other.values()):
             reader.close()
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)

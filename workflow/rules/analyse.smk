@@ -5,7 +5,7 @@
 rule analyse:
     input:
         unpack(analyse_inputs),
-        manifest="results/{dataset}/manifest.tsv",
+        manifest=lambda wildcards: manifest_path(wildcards.dataset),
     output:
         consistency=report("results/{dataset}/split{split}/analysis/consistency.md", caption="../report/consistency.rst",
                            category="Analyses", subcategory="Class consistency"),
@@ -16,7 +16,7 @@ rule analyse:
         dataset=lambda wildcards: DATASETS[wildcards.dataset],
         features=lambda wildcards: analysed_features(wildcards.dataset, wildcards.split),
         runs=lambda wildcards: training_runs(wildcards.dataset, wildcards.split),
-        views_dir="results/{dataset}/views",
+        views_dir=lambda wildcards: views_folder(wildcards.dataset),
     log:
         "results/{dataset}/logs/split{split}/analyse.log",
     benchmark:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
-from cocon.config import check_training_inputs, load_dataset_config
+from cocon.config import check_training_inputs, check_views_from, load_dataset_config
 from cocon.data.datasets import DatasetError, assign_shards, check_alignment_pairs, check_training_split, list_videos
+from cocon.data.trees import series_inputs
 from cocon.experiments import (EXTERNAL, INIT_PATTERN, VIEW_SET_PATTERN, ExperimentError, analysis_inits,
                                analysis_split, external_entry, external_path, finetune_inits, paper_cells, parse_init,
                                pretrained_path, pretraining_split, view_set_name)
@@ -22,8 +23,13 @@ if EXTERNAL in DATASETS:
     raise ValueError(f"datasets: {EXTERNAL!r} names the released checkpoints of initialisations "
                      f"({EXTERNAL}/<name>): call the dataset otherwise")
 for _name, _dataset in DATASETS.items():
-    if _dataset["layout"] == "demo" and Path(_dataset["root"]) != Path(f"results/{_name}/videos"):
-        raise ValueError(f"{config['datasets'][_name]}: root: a demo dataset is generated into results/{_name}/videos")
+    _error = check_views_from(_name, DATASETS)
+    if _error:
+        raise ValueError(f"{config['datasets'][_name]}: {_error}")
+    _videos_of = _dataset["views_from"] or _name
+    if _dataset["layout"] == "demo" and Path(_dataset["root"]) != Path(f"results/{_videos_of}/videos"):
+        raise ValueError(f"{config['datasets'][_name]}: root: a demo dataset is generated into "
+                         f"results/{_videos_of}/videos")
     _source = _dataset["finetune"]["pretrained_on"]
     if _source is not None and _source not in DATASETS:
         raise ValueError(f"{config['datasets'][_name]}: finetune.pretrained_on: {_source!r} "
@@ -68,7 +74,34 @@ def listed_videos(dataset):
 @cache
 def shards(dataset):
     """Shard names of a dataset, planned from its split files or folders without opening a video."""
-    return sorted(assign_shards(listed_videos(dataset), DATASETS[dataset]["shard_size"]))
+    return sorted(shard_members(dataset))
+
+
+@cache
+def shard_members(dataset):
+    """Shard name -> its listed videos."""
+    return assign_shards(listed_videos(dataset), DATASETS[dataset]["shard_size"])
+
+
+def import_inputs(dataset, shard, section):
+    """The folders (files for an LMDB) of a shard's videos in the ``frames.import`` or
+    ``flow.import`` tree: the frames or flow rule's inputs, so that a tree whose folders
+    change reruns the shards that read them. None without an import."""
+    settings = DATASETS[dataset][section]["import"]
+    if not settings:
+        return []
+    return sorted({path for entry in shard_members(dataset).get(shard, [])
+                   for path in series_inputs(settings, section, entry.video_id, entry.label)})
+
+
+def manifest_params(dataset):
+    """The manifest's params: the listing keys, and the import trees it probes where set
+    (only then, so that a dataset without imports keeps its params and reruns nothing)."""
+    params = dataset_params(dataset)
+    for section in ("frames", "flow"):
+        if DATASETS[dataset][section]["import"]:
+            params[section] = {"import": DATASETS[dataset][section]["import"]}
+    return params
 
 
 @cache
@@ -138,8 +171,13 @@ def dataset_params(dataset, *sections):
     # every job of a dataset passes here: its folders and split files are checked before any job runs
     listed_videos(dataset)
     ds = DATASETS[dataset]
-    return {key: value for key, value in ds.items()
-            if key not in PLANNING_KEYS and (key not in STAGE_SECTIONS or key in sections)}
+    params = {key: value for key, value in ds.items()
+              if key not in PLANNING_KEYS and (key not in STAGE_SECTIONS or key in sections)}
+    # an import that is not set is left out, so that results made before the key existed are not rerun
+    for section in ("frames", "flow"):
+        if section in params and params[section].get("import") is None:
+            params[section] = {key: value for key, value in params[section].items() if key != "import"}
+    return params
 
 
 def config_file(dataset):
@@ -172,7 +210,21 @@ def view_shard_paths(dataset, views):
 @cache
 def _view_shard_paths(dataset, view):
     # planned once per (dataset, view): at UCF101 scale every training job asks for them
-    return [f"results/{dataset}/views/{view}/{shard}.h5" for shard in shards(dataset)]
+    return [f"{views_folder(dataset)}/{view}/{shard}.h5" for shard in shards(dataset)]
+
+
+def views_source(dataset):
+    """The dataset whose manifest and view shards ``dataset`` trains on: its own, or those of
+    ``views_from`` (the same videos and views, e.g. for other training seeds)."""
+    return DATASETS[dataset]["views_from"] or dataset
+
+
+def manifest_path(dataset):
+    return f"results/{views_source(dataset)}/manifest.tsv"
+
+
+def views_folder(dataset):
+    return f"results/{views_source(dataset)}/views"
 
 
 def view_shards(wildcards):
@@ -289,7 +341,7 @@ def paper_scores(wildcards):
 
 
 def paper_manifests(wildcards):
-    return sorted({f"results/{cell.dataset}/manifest.tsv" for cell in cells(wildcards.dataset) if cell.run})
+    return sorted({manifest_path(cell.dataset) for cell in cells(wildcards.dataset) if cell.run})
 
 
 def features_inputs(wildcards):
@@ -365,9 +417,48 @@ def report_inputs(wildcards):
             "probe": f"{analysis}/probe.md",
             "consistency": f"{analysis}/consistency.md",
             "figures": f"{analysis}/figures",
-            "manifest": f"results/{wildcards.dataset}/manifest.tsv",
-            "views": f"results/{wildcards.dataset}/views.tsv",
+            "manifest": manifest_path(wildcards.dataset),
+            "views": f"results/{views_source(wildcards.dataset)}/views.tsv",
             "shards": view_shards(wildcards)}
+
+
+def seed_datasets(dataset):
+    """``dataset`` and the datasets that train on its views (views_from) with other seeds
+    only: the runs an evidence summary compares. Anything else that differs is refused."""
+    names = [dataset] + [name for name, other in DATASETS.items() if other["views_from"] == dataset]
+    for name in names[1:]:
+        for section in ("pretrain", "finetune", "analysis"):
+            mine, theirs = DATASETS[dataset][section], DATASETS[name][section]
+            differing = sorted(key for key in set(mine) | set(theirs) if key != "seed" and mine.get(key) != theirs.get(key))
+            if differing:
+                raise ValueError(f"{config_file(name)}: {section}: {', '.join(differing)} differ from {dataset}'s; "
+                                 "the runs of an evidence summary differ in their seeds only")
+    return names
+
+
+def evidence_runs(dataset):
+    """Per seed dataset, the files cocon.evidence.SeedRun reads."""
+    runs = []
+    for name in seed_datasets(dataset):
+        split = analysis_split(DATASETS[name])
+        analysis = f"results/{name}/split{split}/analysis"
+        joint = {init.name: str(Path(pretrained_path(init, split, init.views[0])).with_suffix(".state") / "metrics.csv")
+                 for init in analysis_inits(DATASETS[name]) if init.views}
+        cocon = [init for init in analysis_inits(DATASETS[name]) if init.method == "cocon" and init.views == ("rgb", "flow")]
+        runs.append({"dataset": name, "retrieval": f"{analysis}/retrieval.json", "probe": f"{analysis}/probe.json",
+                     "features": analysed_features(name, split), "runs": joint,
+                     "cpc": {view: f"results/{name}/split{split}/pretrain/cpc/{view}.pt" for view in ("rgb", "flow")}
+                     if cocon else {},
+                     "joint": pretrained_path(cocon[0], split, "rgb") if cocon else None})
+    return runs
+
+
+def evidence_inputs(wildcards):
+    runs = evidence_runs(wildcards.dataset)
+    pretrained = [path for run in runs for path in (*run["cpc"].values(), run["joint"]) if path]
+    return {"analyses": [path for run in runs for path in (run["retrieval"], run["probe"])],
+            "features": [path for run in runs for path in run["features"].values()],
+            "pretrained": pretrained}
 
 
 def all_targets():

@@ -4,14 +4,14 @@
 rule features:
     input:
         unpack(features_inputs),
-        manifest="results/{dataset}/manifest.tsv",
+        manifest=lambda wildcards: manifest_path(wildcards.dataset),
     output:
         "results/{dataset}/split{split}/features/{init}/{view}.npz",
     params:
         dataset=lambda wildcards: dataset_params(wildcards.dataset, "pretrain", "finetune"),
         batch_size=lambda wildcards: DATASETS[wildcards.dataset]["analysis"]["batch_size"],
         gpus=lambda wildcards: DATASETS[wildcards.dataset]["analysis"]["gpus"],
-        views_dir="results/{dataset}/views",
+        views_dir=lambda wildcards: views_folder(wildcards.dataset),
     log:
         "results/{dataset}/logs/split{split}/features/{init}/{view}.log",
     benchmark:

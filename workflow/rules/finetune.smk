@@ -4,13 +4,13 @@
 rule finetune:
     input:
         unpack(finetune_inputs),
-        manifest="results/{dataset}/manifest.tsv",
+        manifest=lambda wildcards: manifest_path(wildcards.dataset),
     output:
         model="results/{dataset}/split{split}/finetune/{init}/{view}.pt",
         scores="results/{dataset}/split{split}/finetune/{init}/{view}.scores.npz",
     params:
         dataset=lambda wildcards: dataset_params(wildcards.dataset, "pretrain", "finetune"),
-        views_dir="results/{dataset}/views",
+        views_dir=lambda wildcards: views_folder(wildcards.dataset),
         state="results/{dataset}/split{split}/finetune/{init}/{view}.state",
     log:
         "results/{dataset}/logs/split{split}/finetune/{init}/{view}.log",
@@ -31,7 +31,7 @@ rule finetune:
 
 rule finetune_report:
     input:
-        manifest="results/{dataset}/manifest.tsv",
+        manifest=lambda wildcards: manifest_path(wildcards.dataset),
         scores=split_finetune_scores,
     output:
         json="results/{dataset}/split{split}/finetune.json",

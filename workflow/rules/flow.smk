@@ -1,6 +1,7 @@
 rule flow:
     input:
         rgb="results/{dataset}/views/rgb/{shard}.h5",
+        tree=lambda wildcards: import_inputs(wildcards.dataset, wildcards.shard, "flow"),
     output:
         "results/{dataset}/views/flow/{shard}.h5",
     params:

@@ -1,6 +1,7 @@
 rule frames:
     input:
         manifest="results/{dataset}/manifest.tsv",
+        tree=lambda wildcards: import_inputs(wildcards.dataset, wildcards.shard, "frames"),
     output:
         "results/{dataset}/views/rgb/{shard}.h5",
     params:

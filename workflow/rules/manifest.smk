@@ -5,7 +5,7 @@ rule manifest:
         manifest="results/{dataset}/manifest.tsv",
         excluded="results/{dataset}/excluded.tsv",
     params:
-        dataset=lambda wildcards: dataset_params(wildcards.dataset),
+        dataset=lambda wildcards: manifest_params(wildcards.dataset),
     log:
         "results/{dataset}/logs/manifest.log",
     benchmark:

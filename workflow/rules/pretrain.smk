@@ -3,13 +3,13 @@
 # trains a view set (e.g. rgb+flow) from the CPC checkpoints of its views.
 rule pretrain_cpc:
     input:
-        manifest="results/{dataset}/manifest.tsv",
+        manifest=lambda wildcards: manifest_path(wildcards.dataset),
         shards=cpc_inputs,
     output:
         "results/{dataset}/split{split}/pretrain/cpc/{view}.pt",
     params:
         dataset=lambda wildcards: dataset_params(wildcards.dataset, "pretrain"),
-        views_dir="results/{dataset}/views",
+        views_dir=lambda wildcards: views_folder(wildcards.dataset),
         state="results/{dataset}/split{split}/pretrain/cpc/{view}.state",
     log:
         "results/{dataset}/logs/split{split}/pretrain/cpc/{view}.log",
@@ -31,13 +31,13 @@ rule pretrain_cpc:
 rule pretrain_cocon:
     input:
         unpack(joint_inputs),
-        manifest="results/{dataset}/manifest.tsv",
+        manifest=lambda wildcards: manifest_path(wildcards.dataset),
     output:
         "results/{dataset}/split{split}/pretrain/{method}/{view_set}/joint.pt",
     params:
         dataset=lambda wildcards: dataset_params(wildcards.dataset, "pretrain"),
         views=joint_views,
-        views_dir="results/{dataset}/views",
+        views_dir=lambda wildcards: views_folder(wildcards.dataset),
         state="results/{dataset}/split{split}/pretrain/{method}/{view_set}/joint.state",
     log:
         "results/{dataset}/logs/split{split}/pretrain/{method}/{view_set}.log",

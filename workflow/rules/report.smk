@@ -9,7 +9,7 @@ rule report:
         "results/{dataset}/report.html",
     params:
         dataset=lambda wildcards: DATASETS[wildcards.dataset],
-        views_dir="results/{dataset}/views",
+        views_dir=lambda wildcards: views_folder(wildcards.dataset),
     log:
         "results/{dataset}/logs/report.log",
     benchmark:

@@ -9,6 +9,7 @@ rule retrieval:
                         category="Analyses", subcategory="Retrieval"),
     params:
         ks=lambda wildcards: DATASETS[wildcards.dataset]["analysis"]["retrieval_ks"],
+        memory_mb=lambda wildcards: DATASETS[wildcards.dataset]["analysis"]["memory_mb"],
     log:
         "results/{dataset}/logs/split{split}/retrieval.log",
     benchmark:
