@@ -59,6 +59,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.loader_batched
 	$(BIN)/python -m bench.tvl1_accuracy
 	$(BIN)/python -m bench.features
+	$(BIN)/python -m bench.import_checkpoint
 	$(BIN)/python -m bench.import_views
 	$(BIN)/python -m bench.checkpoint_cost
 

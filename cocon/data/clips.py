@@ -138,6 +138,34 @@ def crop_box(height: int, width: int, generator: torch.Generator | None,
     return central_square(height, width)
 
 
+# test-time crops: the centre (1); the four corners and the centre (5); the same five flipped (10)
+TEST_CROPS = (1, 5, 10)
+
+
+def test_crop_box(height: int, width: int, share: float, index: int) -> tuple[tuple[int, int, int, int], bool]:
+    """Test crop ``index`` of the ten (0 is the centre): the square of ``share`` times the short
+    side at the centre (0), the top-left (1), top-right (2), bottom-left (3) and bottom-right
+    (4) corners, and 5-9 the same five flipped. Returns ((top, left, h, w), flipped)."""
+    if not 0 <= index < max(TEST_CROPS):
+        raise ValueError(f"test crop {index} is not one of 0..{max(TEST_CROPS) - 1}")
+    top, left, side, _ = central_square(height, width, share)
+    corners = [(top, left), (0, 0), (0, width - side), (height - side, 0), (height - side, width - side)]
+    row, column = corners[index % 5]
+    return (row, column, side, side), index >= 5
+
+
+def flip_view(view: str, clip: torch.Tensor) -> torch.Tensor:
+    """``clip`` ``[T, C, H, W]`` (values in [0, 1]) mirrored left to right, as each view must be:
+    pose swaps its left and right keypoints, and flow's horizontal component u changes sign
+    (1 - u in [0, 1], where 0.5 is no motion)."""
+    clip = TF.hflip(clip)
+    if view == "pose":
+        clip = clip[:, list(POSE_FLIP_ORDER)]
+    elif view == "flow":
+        clip = torch.cat([1 - clip[:, :1], clip[:, 1:]], dim=1)
+    return clip
+
+
 def clip_tensor(view: str, frames: np.ndarray) -> torch.Tensor:
     """Stored frames as ``augment`` takes them: rgb stays uint8 ``[T, 3, H, W]``, so that the
     crop is resized on a quarter of the bytes (as DPC resizes uint8 images) before it
@@ -282,7 +310,8 @@ def crop_resize(clip: torch.Tensor, box: tuple[int, int, int, int], size: int) -
 
 
 def augment(view: str, clip: torch.Tensor, size: int, generator: torch.Generator | None,
-            augmentation: str = "pretrain", color_jitter: float = 0.3, center_crop: float = 1.0) -> torch.Tensor:
+            augmentation: str = "pretrain", color_jitter: float = 0.3, center_crop: float = 1.0,
+            test_crop: int = 0) -> torch.Tensor:
     """Crop and resize ``clip`` ``[T, C, H, W]`` (float in [0, 1], or uint8 as clip_tensor gives
     rgb) to ``size`` (crop_resize; the same box for the whole clip), then per view: rgb is
     flipped for the whole clip and colour-jittered, frame by frame with greying for
@@ -290,16 +319,19 @@ def augment(view: str, clip: torch.Tensor, size: int, generator: torch.Generator
     ``color_jitter`` for "finetune" (see jitter_frames, jitter_clip); flow gets the crop
     only (a flip would have to negate u); pose and seg are flipped, pose swapping its left
     and right keypoints. ``generator`` None: the central square of ``center_crop`` times
-    the short side, nothing random (testing)."""
+    the short side, nothing random (testing); ``test_crop`` picks another of the ten test
+    crops (test_crop_box) of that size."""
     if augmentation not in AUGMENTATIONS:
         raise ValueError(f"augmentation {augmentation!r} is not one of {AUGMENTATIONS}")
+    if generator is None:
+        box, flipped = test_crop_box(clip.shape[-2], clip.shape[-1], center_crop, test_crop)
+        clip = crop_resize(clip, box, size)
+        return flip_view(view, clip) if flipped else clip
     clip = crop_resize(clip, crop_box(clip.shape[-2], clip.shape[-1], generator, center_crop), size)
-    if generator is None or view == "flow":
+    if view == "flow":
         return clip
     if torch.rand((), generator=generator) < 0.5:
-        clip = TF.hflip(clip)
-        if view == "pose":
-            clip = clip[:, list(POSE_FLIP_ORDER)]
+        clip = flip_view(view, clip)
     if view == "rgb" and augmentation == "pretrain":
         clip = jitter_frames(clip, generator)
     elif view == "rgb":
@@ -324,15 +356,18 @@ class ClipDataset(torch.utils.data.Dataset):
     ``train``: one random window per video and epoch, augmented as ``augmentation`` says
     ("pretrain" or "finetune", with ``color_jitter`` its probability of jittering a clip;
     see ``augment``); index it with (epoch, item). Otherwise every dense test window
-    (``dense_starts``) is an item, cropped to the central square of ``center_crop`` times
-    the short side and not augmented.
+    (``dense_starts``) is cut ``test_crops`` times (1: the central square of ``center_crop``
+    times the short side; 5 and 10: test_crop_box), each cut an item, not augmented.
     """
 
     def __init__(self, videos: list[VideoRef], views_dir: str | os.PathLike, views: list[str],
                  sizes: dict[str, int], spec: ClipSpec, train: bool, seed: int = 0,
-                 augmentation: str = "pretrain", color_jitter: float = 0.3, center_crop: float = 1.0):
+                 augmentation: str = "pretrain", color_jitter: float = 0.3, center_crop: float = 1.0,
+                 test_crops: int = 1):
         if not videos:
             raise ValueError("ClipDataset: no videos to sample from")
+        if test_crops not in TEST_CROPS or (train and test_crops != 1):
+            raise ValueError(f"ClipDataset: test_crops {test_crops} is not one of {TEST_CROPS} (1 for training)")
         if augmentation not in AUGMENTATIONS:
             raise ValueError(f"ClipDataset: augmentation {augmentation!r} is not one of {AUGMENTATIONS}")
         if not 0 < center_crop <= 1:
@@ -347,6 +382,7 @@ class ClipDataset(torch.utils.data.Dataset):
         self.augmentation = augmentation
         self.color_jitter = color_jitter
         self.center_crop = center_crop
+        self.test_crops = test_crops
         if train:
             self.items = [(index, None) for index in range(len(videos))]
         else:
@@ -360,7 +396,7 @@ class ClipDataset(torch.utils.data.Dataset):
         return {**self.__dict__, "_readers": {}, "_pid": None}
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.items) * self.test_crops
 
     def reader(self, view: str, shard: str) -> ShardReader:
         """The open reader of a view shard, one per process: h5py handles do not survive a fork."""
@@ -375,6 +411,7 @@ class ClipDataset(torch.utils.data.Dataset):
         """``key``: an item, or (epoch, item) for training, so that persistent worker
         processes get the epoch with each request (see EpochSampler)."""
         epoch, item = key if isinstance(key, tuple) else (0, key)
+        item, crop = divmod(item, self.test_crops)
         video_index, start = self.items[item]
         video = self.videos[video_index]
         generator = None
@@ -383,12 +420,12 @@ class ClipDataset(torch.utils.data.Dataset):
             room = usable_frames(video.num_frames) - self.spec.span
             start = int(torch.randint(0, room + 1, (), generator=generator)) if room > 0 else 0
         indices = window_indices(video.num_frames, self.spec, start)
-        sample = {"label": video.label_index, "video": video_index, "start": start}
+        sample = {"label": video.label_index, "video": video_index, "start": start, "crop": crop}
         spec = self.spec
         for view in self.views:
             frames = self.reader(view, video.shard).read_frames(video.video_id, indices)
             clip = augment(view, clip_tensor(view, frames), self.sizes[view], generator, self.augmentation,
-                           self.color_jitter, self.center_crop)
+                           self.color_jitter, self.center_crop, crop)
             clip = normalize(view, clip, inplace=True)  # the clip augment made: no one else holds it
             frames_count, channels, height, width = clip.shape
             assert frames_count == spec.num_frames and channels == VIEW_CHANNELS[view], clip.shape
