@@ -54,10 +54,12 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.train_step
 	$(BIN)/python -m bench.loader
 	$(BIN)/python -m bench.pose_resolution
+	$(BIN)/python -m bench.pose_people
 	$(BIN)/python -m bench.flow_cost
 	$(BIN)/python -m bench.loader_batched
 	$(BIN)/python -m bench.tvl1_accuracy
 	$(BIN)/python -m bench.features
+	$(BIN)/python -m bench.import_checkpoint
 	$(BIN)/python -m bench.import_views
 	$(BIN)/python -m bench.checkpoint_cost
 
@@ -70,3 +72,14 @@ clean-demo:
 .PHONY: gpu-check
 gpu-check: $(STAMP)
 	$(BIN)/python -m bench.gpu_check --out results/gpu_check.json $(GPU_CHECK_FLAGS)
+
+# the optional OpenMMLab backends (mmpose, mmsegmentation, mmdet) into .venv, as the README's
+# recipe: envs/mm.sh builds mmcv once per mmcv/torch/Python version and keeps the wheel in
+# ~/.cache/cocon-mm (COCON_MM_CACHE), so a later `make mm` on the same machine installs it
+# in 20 seconds. `make mm test` runs the suite with the mm tests.
+.PHONY: mm
+MM_STAMP := $(VENV)/.mm-installed
+mm: $(MM_STAMP)
+$(MM_STAMP): $(STAMP) envs/mm.sh envs/mmcv_cxx.sh
+	bash envs/mm.sh $(VENV)
+	touch $@

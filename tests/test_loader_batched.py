@@ -95,7 +95,8 @@ VIEWS, SIZES = ["rgb", "flow", "pose", "seg"], {"rgb": 24, "flow": 24, "pose": 1
 def assert_same_clips(batch: dict, expected: dict) -> None:
     """The device path's batch against ClipDataset's: rgb within a few levels of 255 of the
     JPEG decoders' rounding (far closer on average), the other views to float rounding."""
-    assert torch.equal(batch["label"], expected["label"]) and torch.equal(batch["video"], expected["video"])
+    for name in ("label", "video", "start", "crop"):
+        assert torch.equal(batch[name], expected[name]), name
     for view in VIEWS:
         assert batch[view].shape == expected[view].shape, view
     difference = (batch["rgb"] - expected["rgb"]).abs() * max(IMAGENET_STD)  # in [0, 1] before normalising
@@ -110,8 +111,9 @@ def test_device_clips_give_the_dataset_s_clips_for_every_view(four_views, augmen
     """The batched device path (run here on the CPU) reads the stored bytes, draws what
     ClipDataset draws in the same order and gives its clips, for every view."""
     root, refs = four_views
+    # test windows with the ten test crops: the corners, and flipped (flow's u negated)
     dataset = ClipDataset(refs, root, VIEWS, SIZES, ClipSpec(3, 2, 2), train=train, seed=5,
-                          augmentation=augmentation, color_jitter=0.5, center_crop=0.8)
+                          augmentation=augmentation, color_jitter=0.5, center_crop=0.8, test_crops=1 if train else 10)
     keys = [(0, 0), (0, 1), (3, 0), (7, 1), (8, 1)] if train else list(range(len(dataset)))
     stored = StoredClips(dataset)
     batch = DeviceClips(dataset, "cpu")(collate_stored([stored[key] for key in keys]))

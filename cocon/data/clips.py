@@ -138,6 +138,34 @@ def crop_box(height: int, width: int, generator: torch.Generator | None,
     return central_square(height, width)
 
 
+# test-time crops: the centre (1); the four corners and the centre (5); the same five flipped (10)
+TEST_CROPS = (1, 5, 10)
+
+
+def test_crop_box(height: int, width: int, share: float, index: int) -> tuple[tuple[int, int, int, int], bool]:
+    """Test crop ``index`` of the ten (0 is the centre): the square of ``share`` times the short
+    side at the centre (0), the top-left (1), top-right (2), bottom-left (3) and bottom-right
+    (4) corners, and 5-9 the same five flipped. Returns ((top, left, h, w), flipped)."""
+    if not 0 <= index < max(TEST_CROPS):
+        raise ValueError(f"test crop {index} is not one of 0..{max(TEST_CROPS) - 1}")
+    top, left, side, _ = central_square(height, width, share)
+    corners = [(top, left), (0, 0), (0, width - side), (height - side, 0), (height - side, width - side)]
+    row, column = corners[index % 5]
+    return (row, column, side, side), index >= 5
+
+
+def flip_view(view: str, clip: torch.Tensor) -> torch.Tensor:
+    """``clip`` ``[T, C, H, W]`` (values in [0, 1]) mirrored left to right, as each view must be:
+    pose swaps its left and right keypoints, and flow's horizontal component u changes sign
+    (1 - u in [0, 1], where 0.5 is no motion)."""
+    clip = TF.hflip(clip)
+    if view == "pose":
+        clip = clip[:, list(POSE_FLIP_ORDER)]
+    elif view == "flow":
+        clip = torch.cat([1 - clip[:, :1], clip[:, 1:]], dim=1)
+    return clip
+
+
 def clip_tensor(view: str, frames: np.ndarray) -> torch.Tensor:
     """Stored frames as ``augment`` takes them: rgb stays uint8 ``[T, 3, H, W]``, so that the
     crop is resized on a quarter of the bytes (as DPC resizes uint8 images) before it
@@ -311,17 +339,21 @@ class ViewDraws:
 
 
 def draw_view(view: str, height: int, width: int, num_frames: int, generator: torch.Generator | None,
-              augmentation: str = "pretrain", color_jitter: float = 0.3, center_crop: float = 1.0) -> ViewDraws:
+              augmentation: str = "pretrain", color_jitter: float = 0.3, center_crop: float = 1.0,
+              test_crop: int = 0) -> ViewDraws:
     """The draws of one view of a sample whose stored frames are ``height`` x ``width``, in
     this order: the crop box (crop_box: how many numbers it takes depends on the frame size),
     then, except for flow (a flip would have to negate u), the flip, then for rgb the colour
     jitter, per frame for ``augmentation`` "pretrain" (draw_frame_jitter), once per clip with
     probability ``color_jitter`` for "finetune" (draw_clip_jitter). ``generator`` None
-    (testing): the central square of ``center_crop`` times the short side, nothing random."""
+    (testing): nothing random, test crop ``test_crop`` of the ten of ``center_crop`` times the
+    short side (test_crop_box; 0 is the central square), flipped for 5-9."""
     if augmentation not in AUGMENTATIONS:
         raise ValueError(f"augmentation {augmentation!r} is not one of {AUGMENTATIONS}")
+    if generator is None:
+        return ViewDraws(*test_crop_box(height, width, center_crop, test_crop))
     box = crop_box(height, width, generator, center_crop)
-    if generator is None or view == "flow":
+    if view == "flow":
         return ViewDraws(box)
     flip = bool(torch.rand((), generator=generator) < 0.5)
     if view != "rgb":
@@ -333,14 +365,9 @@ def draw_view(view: str, height: int, width: int, num_frames: int, generator: to
 
 def crop_and_flip(view: str, clip: torch.Tensor, size: int, draws: ViewDraws) -> torch.Tensor:
     """``clip`` ``[T, C, H, W]`` (uint8 rgb or float, on any device) cropped to the drawn box,
-    resized to ``size`` (crop_resize) and flipped when drawn; pose swaps its left and right
-    keypoints with the flip."""
+    resized to ``size`` (crop_resize) and flipped when drawn, as each view must be (flip_view)."""
     clip = crop_resize(clip, draws.box, size)
-    if draws.flip:
-        clip = TF.hflip(clip)
-        if view == "pose":
-            clip = clip[:, list(POSE_FLIP_ORDER)]
-    return clip
+    return flip_view(view, clip) if draws.flip else clip
 
 
 def apply_draws(view: str, clip: torch.Tensor, size: int, draws: ViewDraws) -> torch.Tensor:
@@ -354,16 +381,18 @@ def apply_draws(view: str, clip: torch.Tensor, size: int, draws: ViewDraws) -> t
 
 
 def augment(view: str, clip: torch.Tensor, size: int, generator: torch.Generator | None,
-            augmentation: str = "pretrain", color_jitter: float = 0.3, center_crop: float = 1.0) -> torch.Tensor:
+            augmentation: str = "pretrain", color_jitter: float = 0.3, center_crop: float = 1.0,
+            test_crop: int = 0) -> torch.Tensor:
     """Crop and resize ``clip`` ``[T, C, H, W]`` (float in [0, 1], or uint8 as clip_tensor gives
     rgb) to ``size`` (crop_resize; the same box for the whole clip), then per view: rgb is
     flipped for the whole clip and colour-jittered, frame by frame with greying for
     ``augmentation`` "pretrain", once per clip with probability ``color_jitter`` for
     "finetune"; flow gets the crop only; pose and seg are flipped, pose swapping its left and
     right keypoints. The draws come from ``generator`` in draw_view's order. ``generator``
-    None: the central square of ``center_crop`` times the short side, nothing random (testing)."""
+    None: nothing random, the central square of ``center_crop`` times the short side
+    (testing), or with ``test_crop`` another of the ten test crops (test_crop_box) of that size."""
     draws = draw_view(view, clip.shape[-2], clip.shape[-1], len(clip), generator, augmentation, color_jitter,
-                      center_crop)
+                      center_crop, test_crop)
     return apply_draws(view, clip, size, draws)
 
 
@@ -384,15 +413,18 @@ class ClipDataset(torch.utils.data.Dataset):
     ``train``: one random window per video and epoch, augmented as ``augmentation`` says
     ("pretrain" or "finetune", with ``color_jitter`` its probability of jittering a clip;
     see ``augment``); index it with (epoch, item). Otherwise every dense test window
-    (``dense_starts``) is an item, cropped to the central square of ``center_crop`` times
-    the short side and not augmented.
+    (``dense_starts``) is cut ``test_crops`` times (1: the central square of ``center_crop``
+    times the short side; 5 and 10: test_crop_box), each cut an item, not augmented.
     """
 
     def __init__(self, videos: list[VideoRef], views_dir: str | os.PathLike, views: list[str],
                  sizes: dict[str, int], spec: ClipSpec, train: bool, seed: int = 0,
-                 augmentation: str = "pretrain", color_jitter: float = 0.3, center_crop: float = 1.0):
+                 augmentation: str = "pretrain", color_jitter: float = 0.3, center_crop: float = 1.0,
+                 test_crops: int = 1):
         if not videos:
             raise ValueError("ClipDataset: no videos to sample from")
+        if test_crops not in TEST_CROPS or (train and test_crops != 1):
+            raise ValueError(f"ClipDataset: test_crops {test_crops} is not one of {TEST_CROPS} (1 for training)")
         if augmentation not in AUGMENTATIONS:
             raise ValueError(f"ClipDataset: augmentation {augmentation!r} is not one of {AUGMENTATIONS}")
         if not 0 < center_crop <= 1:
@@ -407,6 +439,7 @@ class ClipDataset(torch.utils.data.Dataset):
         self.augmentation = augmentation
         self.color_jitter = color_jitter
         self.center_crop = center_crop
+        self.test_crops = test_crops
         if train:
             self.items = [(index, None) for index in range(len(videos))]
         else:
@@ -420,7 +453,7 @@ class ClipDataset(torch.utils.data.Dataset):
         return {**self.__dict__, "_readers": {}, "_pid": None}
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.items) * self.test_crops
 
     def reader(self, view: str, shard: str) -> ShardReader:
         """The open reader of a view shard, one per process: h5py handles do not survive a fork."""
@@ -431,12 +464,14 @@ class ClipDataset(torch.utils.data.Dataset):
             self._readers[key] = ShardReader(self.views_dir / view / f"{shard}.h5", view=view)
         return self._readers[key]
 
-    def window(self, key: int | tuple[int, int]) -> tuple[int, int, np.ndarray, torch.Generator | None]:
-        """Sample ``key``'s video index, window start and frame indices, and its generator after
-        the start draw, from which every other draw of the sample comes (None for a test
-        window: nothing random). ``key``: an item, or (epoch, item) for training, so that
-        persistent worker processes get the epoch with each request (see EpochSampler)."""
+    def window(self, key: int | tuple[int, int]) -> tuple[int, int, int, np.ndarray, torch.Generator | None]:
+        """Sample ``key``'s video index, window start, test crop (0 for training) and frame
+        indices, and its generator after the start draw, from which every other draw of the
+        sample comes (None for a test window: nothing random). ``key``: an item, or (epoch,
+        item) for training, so that persistent worker processes get the epoch with each
+        request (see EpochSampler)."""
         epoch, item = key if isinstance(key, tuple) else (0, key)
+        item, crop = divmod(item, self.test_crops)
         video_index, start = self.items[item]
         video = self.videos[video_index]
         generator = None
@@ -444,24 +479,25 @@ class ClipDataset(torch.utils.data.Dataset):
             generator = torch.Generator().manual_seed(sample_seed(self.seed, epoch, item))
             room = usable_frames(video.num_frames) - self.spec.span
             start = int(torch.randint(0, room + 1, (), generator=generator)) if room > 0 else 0
-        return video_index, start, window_indices(video.num_frames, self.spec, start), generator
+        return video_index, start, crop, window_indices(video.num_frames, self.spec, start), generator
 
-    def sample_draws(self, frame_sizes: dict[str, tuple[int, int]],
-                     generator: torch.Generator | None) -> dict[str, ViewDraws]:
+    def sample_draws(self, frame_sizes: dict[str, tuple[int, int]], generator: torch.Generator | None,
+                     crop: int = 0) -> dict[str, ViewDraws]:
         """Every draw of a sample after its window start, in the one order that ClipDataset
         and the device loader (cocon.data.device_clips) share: view by view in ``views``
-        order, each view's draw_view (crop box, flip, rgb's jitter). ``frame_sizes``: each
-        view's stored (height, width), on which its crop box depends."""
+        order, each view's draw_view (crop box, flip, rgb's jitter; for a test window, its
+        test crop ``crop``). ``frame_sizes``: each view's stored (height, width), on which
+        its crop box depends."""
         return {view: draw_view(view, *frame_sizes[view], self.spec.num_frames, generator, self.augmentation,
-                                self.color_jitter, self.center_crop) for view in self.views}
+                                self.color_jitter, self.center_crop, crop) for view in self.views}
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
-        video_index, start, indices, generator = self.window(key)
+        video_index, start, crop, indices, generator = self.window(key)
         video = self.videos[video_index]
-        sample = {"label": video.label_index, "video": video_index, "start": start}
+        sample = {"label": video.label_index, "video": video_index, "start": start, "crop": crop}
         stored = {view: clip_tensor(view, self.reader(view, video.shard).read_frames(video.video_id, indices))
                   for view in self.views}
-        draws = self.sample_draws({view: tuple(clip.shape[-2:]) for view, clip in stored.items()}, generator)
+        draws = self.sample_draws({view: tuple(clip.shape[-2:]) for view, clip in stored.items()}, generator, crop)
         for view, clip in stored.items():
             clip = apply_draws(view, clip, self.sizes[view], draws[view])
             clip = normalize(view, clip, inplace=True)  # the clip apply_draws made: no one else holds it

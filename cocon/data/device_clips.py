@@ -46,7 +46,7 @@ def stored_frame_size(view: str, frames: np.ndarray) -> tuple[int, int]:
 
 class StoredClips(torch.utils.data.Dataset):
     """``clips``' samples as stored and drawn, not yet decoded: ``{"label", "video", "start",
-    "draws": {view: ViewDraws}, "frames": {view: ...}}``, where rgb's frames are the window's
+    "crop", "draws": {view: ViewDraws}, "frames": {view: ...}}``, where rgb's frames are the window's
     JPEG files (a list of uint8 arrays, a looped frame repeated) and the other views' a
     uint8 array of the window's frames."""
 
@@ -58,7 +58,7 @@ class StoredClips(torch.utils.data.Dataset):
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
         clips = self.clips
-        video_index, start, indices, generator = clips.window(key)
+        video_index, start, crop, indices, generator = clips.window(key)
         video = clips.videos[video_index]
         first, stop = int(indices.min()), int(indices.max()) + 1
         frames = {}
@@ -66,15 +66,17 @@ class StoredClips(torch.utils.data.Dataset):
             raw = clips.reader(view, video.shard).read_raw(video.video_id, first, stop)
             frames[view] = [raw[index - first] for index in indices.tolist()] if view == "rgb" \
                 else np.ascontiguousarray(raw[indices - first])
-        draws = clips.sample_draws({view: stored_frame_size(view, frames[view]) for view in clips.views}, generator)
-        return {"label": video.label_index, "video": video_index, "start": start, "draws": draws, "frames": frames}
+        draws = clips.sample_draws({view: stored_frame_size(view, frames[view]) for view in clips.views}, generator,
+                                   crop)
+        return {"label": video.label_index, "video": video_index, "start": start, "crop": crop, "draws": draws,
+                "frames": frames}
 
 
 def collate_stored(samples: list[dict]) -> dict:
-    """A batch of StoredClips samples: labels, videos and starts as tensors, the draws as a
+    """A batch of StoredClips samples: labels, videos, starts and crops as tensors, the draws as a
     list, rgb's JPEGs of every clip back to back in one uint8 tensor with their offsets (two
     tensors to pass from a worker, not one per frame), the other views a uint8 tensor per clip."""
-    batch = {name: torch.tensor([sample[name] for sample in samples]) for name in ("label", "video", "start")}
+    batch = {name: torch.tensor([sample[name] for sample in samples]) for name in ("label", "video", "start", "crop")}
     batch["draws"] = [sample["draws"] for sample in samples]
     for view in samples[0]["frames"]:
         if view == "rgb":
@@ -90,7 +92,8 @@ def collate_stored(samples: list[dict]) -> dict:
 class DeviceClips:
     """``clips(batch)``: a collate_stored batch of ``dataset``'s keys as the batch a DataLoader
     of ``dataset`` would give, ``{view: [B, N, C, K, S, S], "label": [B], "video": [B],
-    "start": [B]}``, made on ``device`` (label there too; video and start stay on the host)."""
+    "start": [B], "crop": [B]}``, made on ``device`` (label there too; video, start and crop
+    stay on the host)."""
 
     def __init__(self, dataset: ClipDataset, device: str | torch.device):
         self.dataset = dataset
@@ -111,7 +114,7 @@ class DeviceClips:
     def __call__(self, batch: dict) -> dict:
         dataset = self.dataset
         out = {"label": batch["label"].to(self.device, non_blocking=True), "video": batch["video"],
-               "start": batch["start"]}
+               "start": batch["start"], "crop": batch["crop"]}
         for view in dataset.views:
             draws = [sample_draws[view] for sample_draws in batch["draws"]]
             clips = torch.stack([crop_and_flip(view, clip, dataset.sizes[view], clip_draws)

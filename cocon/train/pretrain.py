@@ -354,14 +354,16 @@ def _train(job: PretrainJob, settings: dict, method: dict, runtime: Runtime, sig
 
 def load_pretrained(path: str | os.PathLike, view: str | None = None) -> tuple[DPC, dict]:
     """A pretrained view model and its checkpoint's metadata (read with weights_only=True);
-    ``view`` picks one of a joint checkpoint's views (a CPC checkpoint has one)."""
+    ``view`` picks one of a joint checkpoint's views (a CPC checkpoint has one). An imported
+    checkpoint (``cocon import-checkpoint``) may lack BatchNorm running statistics or the
+    predictor, as its ``bn_statistics`` and ``predictor`` say: those stay as built."""
     state = checkpoints.load(path)
     if view is None and "models" in state:
         raise ValueError(f"{path}: a joint checkpoint of {state['views']}: say which view to load")
     chosen = checkpoints.view_model(path, view or state["view"])
     config = chosen["model_config"]
     model = build_model(config, config["view"])
-    model.load_state_dict(chosen["model"])
+    checkpoints.load_weights(model, chosen, path)
     return model, {**state, "model_config": config}
 
 
