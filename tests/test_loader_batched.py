@@ -1,6 +1,9 @@
 """The batched pretraining jitter (one op over a clip's frames) against the per-frame path,
 and the device path (decode and augment a batch at once) against ClipDataset: the same
 draws, in the same order, give the same output."""
+import gc
+import multiprocessing
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +14,7 @@ from cocon.data.clips import (IMAGENET_STD, ClipDataset, ClipSpec, EpochSampler,
 from cocon.data.device_clips import DeviceClips, StoredClips, collate_stored
 from cocon.data.loader import ClipBatches
 from cocon.data.shards import ShardWriter, encode_jpeg
+from cocon.train.preemption import ignore_stop_signals
 
 
 def test_batched_jitter_equals_per_frame_path_for_the_same_draws():
@@ -142,3 +146,24 @@ def test_a_resumed_epoch_gives_the_same_batches_with_either_loader(four_views):
     for name, value in whole[3].items():
         assert torch.equal(value, resumed_cpu[0][name]), name
     assert_same_clips(resumed_device[0], whole[3])
+
+
+def test_the_persistent_workers_end_when_a_reference_cycle_frees_the_loader(four_views):
+    """A stop signal's traceback keeps the training loop's frames in a reference cycle; when
+    the cycle collector frees the loader, its workers (which ignore SIGTERM) must still end,
+    or the process's exit would wait on them for ever."""
+    root, refs = four_views
+    dataset = ClipDataset(refs * 4, root, ["seg"], SIZES, ClipSpec(3, 2, 2), train=True, seed=1)
+    before = set(multiprocessing.active_children())
+    batches = ClipBatches(dataset, "device", torch.device("cpu"), batch_size=2,
+                          sampler=EpochSampler(len(dataset), 2, seed=1), num_workers=1, persistent_workers=True,
+                          multiprocessing_context="forkserver", worker_init_fn=ignore_stop_signals)
+    next(iter(batches))
+    workers = set(multiprocessing.active_children()) - before
+    assert len(workers) == 1
+    batches.cycle = batches  # freed by the cycle collector alone
+    del batches
+    gc.collect()
+    for worker in workers:
+        worker.join(timeout=30)
+        assert not worker.is_alive()

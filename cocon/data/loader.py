@@ -12,12 +12,20 @@ Either way every batch holds ``{view: [B, N, C, K, S, S], "label": [B]}`` on the
 """
 from __future__ import annotations
 
+import weakref
+
 import torch
 
 from cocon.data.clips import ClipDataset
 from cocon.data.device_clips import DeviceClips, StoredClips, collate_stored
 
 LOADERS = ("cpu", "device")
+
+
+def _end_workers(batches: torch.utils.data.DataLoader) -> None:
+    """Drop the DataLoader's iterator, whose finaliser shuts its persistent workers down (a
+    DataLoader has no public way to end them)."""
+    batches._iterator = None
 
 
 class ClipBatches:
@@ -28,16 +36,20 @@ class ClipBatches:
         if loader not in LOADERS:
             raise ValueError(f"loader {loader!r} is not one of {LOADERS}")
         self.dataset, self.device = dataset, device
-        # no reference from this object to itself (a bound method kept as an attribute would
-        # make one): freed by its reference count, the DataLoader shuts its persistent workers
-        # down; freed by the cycle collector, its queues may be finalised first, and the
-        # workers, which ignore SIGTERM, would outlive the process's exit
         if loader == "device":
             self.batches = torch.utils.data.DataLoader(StoredClips(dataset), collate_fn=collate_stored, **options)
             self.device_clips = DeviceClips(dataset, device)
         else:
             self.batches = torch.utils.data.DataLoader(dataset, **options)
             self.device_clips = None
+        # the persistent workers end with this object, in order, however it is freed. Freed
+        # by the cycle collector (a stop signal's traceback keeps the training's frames), the
+        # DataLoader's queues could be finalised before its iterator, which then could not
+        # tell its workers to stop; and they ignore SIGTERM (a SLURM job step's signal is the
+        # training process's to answer), so the process's exit would wait on them for ever.
+        # A finalizer holds the DataLoader, so its queues stay alive until it drops the
+        # iterator; it also runs at exit, before multiprocessing joins its children.
+        self.close = weakref.finalize(self, _end_workers, self.batches)
 
     def _moved(self, batch: dict) -> dict:
         moved = {view: batch[view].to(self.device, non_blocking=True) for view in self.dataset.views}
