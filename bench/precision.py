@@ -51,6 +51,7 @@ def build_demo_views(root: Path) -> Path:
                         "demo": {"num_classes": 3, "videos_per_class": 4, "num_frames": 20, "width": 64, "height": 48},
                         "frames": {"short_side": 48}, "flow": {"method": "farneback"}},
                        load_schema("dataset.schema.yaml"), "precision")
+    dataset["name"] = "precision"
     generate_demo(root / "videos", **dataset["demo"])
     run_manifest(dataset, root / "manifest.tsv", root / "excluded.tsv")
     extract_frames(dataset, root / "manifest.tsv", "00000", root / "views" / "rgb" / "00000.h5")
