@@ -120,9 +120,14 @@ class DeviceClips:
             clips = torch.stack([crop_and_flip(view, clip, dataset.sizes[view], clip_draws)
                                  for clip, clip_draws in zip(self._stored_clips(view, batch), draws)])
             if view == "rgb" and draws[0].frame_jitter is not None:
-                # pretraining's per-frame jitter: every frame of the batch in one op
+                # pretraining's per-frame jitter: on a GPU every frame of the batch in one op; on
+                # a CPU clip by clip, which stays in its caches (16 clips of 40 frames at 128 px:
+                # 2.2 s in one op, 1.0 s clip by clip)
                 factors = torch.cat([clip_draws.frame_jitter for clip_draws in draws]).to(self.device)
-                clips = apply_frame_jitter(clips.flatten(0, 1), factors).view_as(clips)
+                clips_per_op = len(clips) if self.device.type == "cuda" else 1
+                clips = torch.cat([apply_frame_jitter(part.flatten(0, 1), part_factors).view_as(part)
+                                   for part, part_factors in zip(clips.split(clips_per_op),
+                                                                 factors.split(clips_per_op * clips.shape[1]))])
             elif view == "rgb":
                 clips = torch.stack([clip if clip_draws.clip_jitter is None
                                      else apply_clip_jitter(clip, clip_draws.clip_jitter)
