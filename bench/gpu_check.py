@@ -216,8 +216,10 @@ def tiny_pretraining(root: Path, gpus: int, steps_hint: int = 4) -> dict:
     from cocon.train.pretrain import PretrainJob, launch, load_pretrained
     from cocon.views.frames import extract_frames
 
+    # 28 frames: 2 dense windows of 16 frames at half overlap per video, so that the one video
+    # validation carves gives a batch of 2 (a 20-frame video has one window)
     dataset = validate({"layout": "demo", "root": str(root / "videos"), "test_fraction": 0.25,
-                        "demo": {"num_classes": 3, "videos_per_class": 4, "num_frames": 20, "width": 64, "height": 48},
+                        "demo": {"num_classes": 3, "videos_per_class": 4, "num_frames": 28, "width": 64, "height": 48},
                         "frames": {"short_side": 48}, "flow": {"method": "farneback"},
                         "pretrain": {"width": 0.125, "num_blocks": 4, "pred_steps": 1, "block_length": 2,
                                      "frame_stride": 2, "input_size": {"rgb": 32}, "batch_size": 4,
