@@ -54,19 +54,35 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.train_step
 	$(BIN)/python -m bench.loader
 	$(BIN)/python -m bench.pose_resolution
+	$(BIN)/python -m bench.pose_people
 	$(BIN)/python -m bench.flow_cost
 	$(BIN)/python -m bench.loader_batched
+	$(BIN)/python -m bench.loader_device
+	$(BIN)/python -m bench.precision --seeds 5 --threads 1
 	$(BIN)/python -m bench.tvl1_accuracy
 	$(BIN)/python -m bench.features
+	$(BIN)/python -m bench.import_checkpoint
 	$(BIN)/python -m bench.import_views
 	$(BIN)/python -m bench.checkpoint_cost
 
 clean-demo:
 	rm -rf results/demo
 
-# the one prepared GPU check (issue 12): TV-L1 torch on CUDA against OpenCV, the loader, the
-# training step (fp32, bf16 + channels_last, torch.compile; MFU), a tiny pretraining; one JSON.
-# Fits in about 8 minutes on one GPU. `make gpu-check GPU_CHECK_FLAGS="--device cpu --small"`: the dry run.
+# the one prepared GPU check (issues 12, 22): TV-L1 torch on CUDA against OpenCV, both loaders, the
+# training step (fp32, bf16 + channels_last, torch.compile; MFU), bf16 against fp32 over 300 steps,
+# a tiny pretraining with either loader; one JSON.
+# Meant to fit in about 10 minutes on one GPU (never run: no GPU yet). `make gpu-check GPU_CHECK_FLAGS="--device cpu --small"`: the dry run.
 .PHONY: gpu-check
 gpu-check: $(STAMP)
 	$(BIN)/python -m bench.gpu_check --out results/gpu_check.json $(GPU_CHECK_FLAGS)
+
+# the optional OpenMMLab backends (mmpose, mmsegmentation, mmdet) into .venv, as the README's
+# recipe: envs/mm.sh builds mmcv once per mmcv/torch/Python version and keeps the wheel in
+# ~/.cache/cocon-mm (COCON_MM_CACHE), so a later `make mm` on the same machine installs it
+# in 20 seconds. `make mm test` runs the suite with the mm tests.
+.PHONY: mm
+MM_STAMP := $(VENV)/.mm-installed
+mm: $(MM_STAMP)
+$(MM_STAMP): $(STAMP) envs/mm.sh envs/mmcv_cxx.sh
+	bash envs/mm.sh $(VENV)
+	touch $@

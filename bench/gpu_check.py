@@ -11,15 +11,22 @@ measured); a section that fails records its error and the next one runs:
   on the same real frames at 320x240 (../shared/data/videos, else synthetic frames): pairs/s
   of both (OpenCV with all its threads), and the mean end-point error and quantised agreement;
 - ``loader``: pretraining clips/s of one loader process (ClipDataset, rgb 8x5x128, batched
-  jitter) on this machine's CPU; the device path (cocon.data.device_clips: a batch of 64
-  clips' JPEGs decoded on the device with nvJPEG, cropped, resized, jittered and
-  normalised there), clips/s; and the batched jitter alone on the device;
+  jitter) on this machine's CPU; the device path (cocon.data.device_clips: the workers'
+  part, reading the stored bytes and drawing, per clip on the CPU; and a batch of 64 clips'
+  JPEGs decoded on the device with nvJPEG, cropped, resized, jittered and normalised
+  there), clips/s; both training loaders (cocon.data.loader.ClipBatches, ``cpu`` and
+  ``device``) end to end with loader workers, in the same run; and the batched jitter alone
+  on the device;
 - ``train_step``: bench.train_step's full step (DPC resnet18 2d3d, dense NCE, Adam) in fp32
   eager, bf16 + channels_last_3d, and the latter under torch.compile: clips/s, peak memory,
   and model FLOP utilisation against the GPU's bf16 dense peak (FLOPs counted by
   torch.utils.flop_counter on one step);
+- ``precision``: bench.precision, CoCon (rgb+flow, the demo config) trained from the same
+  seed in fp32 and bf16 on the device, 300 steps: the first step's loss difference and
+  gradient cosine, and the final losses against fp32 runs of two other seeds;
 - ``pretrain``: a tiny end-to-end pretraining (CPC, a few steps) through
-  cocon.train.pretrain.run_pretraining on the device (gpus 1; gpus 0 on the CPU);
+  cocon.train.pretrain.run_pretraining on the device (gpus 1; gpus 0 on the CPU), with
+  ``pretrain.loader`` cpu and device: their epoch losses side by side;
 - ``ddp``: with two or more GPUs, the same tiny pretraining on all of them (NCCL) against one.
 
 Needs nothing but the repository and its .venv.
@@ -28,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import tempfile
 import time
@@ -120,8 +128,9 @@ def check_tvl1(device: torch.device, small: bool) -> dict:
 
 def check_loader(device: torch.device, small: bool) -> dict:
     from bench.loader_batched import build_shard, clips_per_second
-    from cocon.data.clips import ClipDataset, ClipSpec, apply_frame_jitter, draw_frame_jitter
-    from cocon.data.device_clips import DeviceRgbClips
+    from cocon.data.clips import ClipDataset, ClipSpec, EpochSampler, apply_frame_jitter, draw_frame_jitter
+    from cocon.data.device_clips import DeviceClips, StoredClips, collate_stored
+    from cocon.data.loader import ClipBatches
 
     result = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -135,18 +144,36 @@ def check_loader(device: torch.device, small: bool) -> dict:
                 result["cpu_one_process_clips_per_s"] = clips_per_second(dataset, 4 if small else 40, 2)
             finally:
                 torch.set_num_threads(threads)
-            # the device path: a batch's JPEGs decoded on the device (nvJPEG on CUDA), augmented there
-            clips = DeviceRgbClips(dataset, device)
+            # the device path: the workers' part (read the stored bytes, draw) on one CPU thread,
+            # then a batch's JPEGs decoded on the device (nvJPEG on CUDA) and augmented there
+            stored, clips = StoredClips(dataset), DeviceClips(dataset, device)
             batch_size, repeats = (4, 2) if small else (64, 5)
-            keys = [(0, item % len(dataset)) for item in range(batch_size)]
-            clips(keys)
+            start = time.perf_counter()
+            batches = [collate_stored([stored[(repeat, item % len(dataset))] for item in range(batch_size)])
+                       for repeat in range(repeats + 1)]
+            result["device_path_cpu_part_clips_per_s"] = batch_size * (repeats + 1) / (time.perf_counter() - start)
+            clips(batches[0])
             _sync(device)
             start = time.perf_counter()
-            for repeat in range(repeats):
-                clips([(repeat, item) for _, item in keys])
+            for batch in batches[1:]:
+                clips(batch)
             _sync(device)
             result[f"device_path_on_{device.type}_clips_per_s"] = batch_size * repeats / (time.perf_counter() - start)
             result["device_path_batch"] = batch_size
+            # both training loaders end to end, with loader workers, in the same run: the videos
+            # repeated into enough items for ``steps`` batches (each item its own draws)
+            workers = 0 if small else min(8, max(1, (os.cpu_count() or 2) - 1))
+            steps = 2 if small else 12
+            many = ClipDataset(refs * -(-batch_size * steps // len(refs)), tmp, ["rgb"], dataset.sizes, spec,
+                               train=True, seed=0)
+            result["loader_workers"] = workers
+            for loader in ("cpu", "device"):
+                batches = ClipBatches(many, loader, device, batch_size=batch_size,
+                                      sampler=EpochSampler(len(many), batch_size, seed=0), drop_last=True,
+                                      num_workers=workers, pin_memory=device.type == "cuda",
+                                      multiprocessing_context="forkserver" if workers else None)
+                result[f"loader_{loader}_clips_per_s"] = loader_rate(batches, device)
+            result["loader_device_over_cpu"] = result["loader_device_clips_per_s"] / result["loader_cpu_clips_per_s"]
         else:
             result["cpu_one_process_clips_per_s"] = None
             result["note"] = "real clips absent: no shard to read"
@@ -162,6 +189,19 @@ def check_loader(device: torch.device, small: bool) -> dict:
     _sync(device)
     result[f"jitter_on_{device.type}_clips_per_s"] = clips * repeats / (time.perf_counter() - start)
     return result
+
+
+def loader_rate(batches, device: torch.device) -> float:
+    """Clips per second of ``batches`` (a ClipBatches) after its first batch (worker start-up),
+    each batch on the device before the next is asked for, as training would take them."""
+    iterator = iter(batches)
+    next(iterator)
+    _sync(device)
+    start, clips = time.perf_counter(), 0
+    for batch in iterator:
+        clips += len(batch["video"])
+        _sync(device)
+    return clips / (time.perf_counter() - start)
 
 
 def model_flops_per_clip(device: torch.device, size: int) -> float:
@@ -207,29 +247,30 @@ def check_train_step(device: torch.device, small: bool) -> dict:
     return result
 
 
-def tiny_pretraining(root: Path, gpus: int, steps_hint: int = 4) -> dict:
+def tiny_pretraining(root: Path, gpus: int, loader: str = "cpu") -> dict:
     """CPC on a generated demo set through cocon.train.pretrain.run_pretraining (or launch for
-    several GPUs); returns the wall time and the last history row."""
+    several GPUs) with ``pretrain.loader``; returns the wall time, the epoch losses and the
+    last history row."""
     from cocon.config import load_schema, validate
     from cocon.data.demo import generate_demo
     from cocon.data.manifest import run_manifest
     from cocon.train.pretrain import PretrainJob, launch, load_pretrained
     from cocon.views.frames import extract_frames
 
-    # 28 frames: 2 dense windows a video, so that the one carved validation video makes a batch
+    # 28 frames: two dense windows a video, so that the one carved validation video has a batch of 2
     dataset = validate({"layout": "demo", "root": str(root / "videos"), "test_fraction": 0.25,
                         "demo": {"num_classes": 3, "videos_per_class": 4, "num_frames": 28, "width": 64, "height": 48},
                         "frames": {"short_side": 48}, "flow": {"method": "farneback"},
                         "pretrain": {"width": 0.125, "num_blocks": 4, "pred_steps": 1, "block_length": 2,
                                      "frame_stride": 2, "input_size": {"rgb": 32}, "batch_size": 4,
-                                     "workers": 0, "gpus": gpus, "plateau_patience": 1}},
+                                     "workers": 0, "gpus": gpus, "plateau_patience": 1, "loader": loader}},
                        load_schema("dataset.schema.yaml"), "tiny")
     dataset["name"] = "tiny"
     if not (root / "views" / "rgb" / "00000.h5").exists():
         generate_demo(root / "videos", **dataset["demo"])
         run_manifest(dataset, root / "manifest.tsv", root / "excluded.tsv")
         extract_frames(dataset, root / "manifest.tsv", "00000", root / "views" / "rgb" / "00000.h5")
-    out = root / f"gpus{gpus}"
+    out = root / f"gpus{gpus}-{loader}"
     job = PretrainJob(dataset, "cpc", ["rgb"], str(root / "views"), str(root / "manifest.tsv"), str(out / "cpc-rgb.pt"),
                       str(out / "state"), epochs=2, threads=1)
     start = time.perf_counter()
@@ -237,13 +278,38 @@ def tiny_pretraining(root: Path, gpus: int, steps_hint: int = 4) -> dict:
     seconds = time.perf_counter() - start
     _, state = load_pretrained(out / "cpc-rgb.pt")
     last = state["history"][-1] if state.get("history") else {}
-    return {"gpus": gpus, "seconds": seconds, "epochs": state.get("epoch", -1) + 1,
+    return {"gpus": gpus, "loader": loader, "seconds": seconds, "epochs": state.get("epoch", -1) + 1,
+            "epoch_losses": [row["loss"] for row in state.get("history", [])],
             "last_history": {k: (float(v) if isinstance(v, (int, float)) else str(v)) for k, v in last.items()}}
 
 
 def check_pretrain(device: torch.device, small: bool) -> dict:
+    gpus = 1 if device.type == "cuda" else 0
     with tempfile.TemporaryDirectory() as tmp:
-        return tiny_pretraining(Path(tmp), 1 if device.type == "cuda" else 0)
+        result = tiny_pretraining(Path(tmp), gpus)
+        on_device = tiny_pretraining(Path(tmp), gpus, loader="device")
+    result["device_loader"] = on_device
+    result["device_loader_epoch_loss_relative_differences"] = [
+        abs(device_loss - cpu_loss) / abs(cpu_loss)
+        for device_loss, cpu_loss in zip(on_device["epoch_losses"], result["epoch_losses"])]
+    return result
+
+
+def check_precision(device: torch.device, small: bool) -> dict:
+    """bench.precision on the device: 300 steps of the demo config (width 0.25, 64-px crops)
+    in fp32 and bf16 from the same seed, and fp32 from two other seeds as the yardstick."""
+    from bench.precision import build_demo_views, compare
+
+    with tempfile.TemporaryDirectory() as tmp:
+        views = build_demo_views(Path(tmp))
+        if small:
+            result = compare(views, views.parent / "manifest.tsv", device, steps=4, seeds=2)
+        else:
+            result = compare(views, views.parent / "manifest.tsv", device, steps=300, width=0.25, size=64, seeds=3)
+    # the curves themselves every 10th step: the JSON stays readable
+    for precision in ("fp32", "bf16"):
+        result[precision] = result[precision][::10]
+    return result
 
 
 def check_ddp(device: torch.device, small: bool) -> dict:
@@ -256,8 +322,8 @@ def check_ddp(device: torch.device, small: bool) -> dict:
     return {"one_gpu": one, f"{count}_gpus_nccl": many}
 
 
-SECTIONS = {"tvl1": check_tvl1, "loader": check_loader, "train_step": check_train_step, "pretrain": check_pretrain,
-            "ddp": check_ddp}
+SECTIONS = {"tvl1": check_tvl1, "loader": check_loader, "train_step": check_train_step, "precision": check_precision,
+            "pretrain": check_pretrain, "ddp": check_ddp}
 
 
 def main(argv=None) -> dict:

@@ -58,6 +58,17 @@ def clips_per_second(dataset: ClipDataset, clips_count: int, repeats: int) -> fl
     return clips_count / best
 
 
+def apply_frame_jitter_per_frame(clip: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """The jitter path before issue 12 for the same drawn factors: torchvision's per-image
+    functions in a Python loop over the frames (clips.jitter_frames_per_frame, given the draws)."""
+    frames = []
+    for frame, (brightness, contrast, saturation, hue, grey) in zip(clip, factors.tolist()):
+        frame = TF.adjust_hue(TF.adjust_saturation(TF.adjust_contrast(TF.adjust_brightness(
+            frame, brightness), contrast), saturation), hue)
+        frames.append(TF.rgb_to_grayscale(frame, num_output_channels=3) if grey else frame)
+    return torch.stack(frames).clamp(0, 1)
+
+
 def step_times(views: Path, refs: list[VideoRef], spec: ClipSpec, repeats: int = 20) -> dict:
     """Milliseconds of each step of one rgb sample (the same video and window)."""
     reader = ShardReader(views / "rgb" / "00000.h5", view="rgb")
@@ -109,7 +120,7 @@ def main(argv=None) -> dict:
         result = {"device": "cpu", "torch_threads": args.threads, "clips": args.clips, "videos": len(refs),
                   "clip": "8 blocks x 5 frames, 128 px, rgb, pretraining augmentation"}
         # the path before issue 12: float frames into the crop, per-frame jitter
-        with mock.patch.object(clips, "jitter_frames", clips.jitter_frames_per_frame), \
+        with mock.patch.object(clips, "apply_frame_jitter", apply_frame_jitter_per_frame), \
                 mock.patch.object(clips, "clip_tensor", clips.to_view_tensor):
             result["before_clips_per_s"] = clips_per_second(dataset, args.clips, args.repeats)
         with mock.patch.object(clips, "clip_tensor", clips.to_view_tensor):

@@ -99,6 +99,19 @@ def cmd_pretrain(args) -> None:
                        epochs=args.epochs))
 
 
+def cmd_import_checkpoint(args) -> None:
+    from cocon.train.import_checkpoint import import_checkpoint
+
+    options = {"view": args.view, "backbone": args.backbone, "input_size": args.input_size,
+               "num_blocks": args.num_blocks, "block_length": args.block_length, "pred_steps": args.pred_steps,
+               "frame_stride": args.frame_stride}
+    imported = import_checkpoint(args.source, args.out, options)
+    print(imported.summary())
+    for item in imported.not_imported:
+        print(f"not imported: {item}")
+    print(f"wrote {args.out}")
+
+
 def cmd_finetune(args) -> None:
     from cocon.train.finetune import FinetuneJob, launch
 
@@ -328,6 +341,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--state", required=True, help="folder for the per-epoch state a rerun resumes from")
     sub.add_argument("--epochs", type=int, help="override pretrain.cpc_epochs / cocon_epochs")
     sub.add_argument("--split", type=int, default=1, choices=[1, 2, 3], help="official split whose train videos it sees")
+
+    sub = command("import-checkpoint", cmd_import_checkpoint,
+                  "read a released checkpoint (DPC's main.py or eval/test.py files, or one of ours) safely, check it, "
+                  "and write it as a view checkpoint that load_pretrained and fine-tuning start from", dataset=False)
+    sub.add_argument("source", metavar="SRC", help="the checkpoint file, e.g. k400_224_r34_dpc-rnn.pth.tar")
+    sub.add_argument("--out", required=True, help="output view checkpoint (.pt)")
+    sub.add_argument("--view", choices=["rgb", "flow", "pose", "seg"],
+                     help="the view its encoder reads (default: what the first convolution's channels say)")
+    sub.add_argument("--backbone", choices=["resnet18", "resnet34"],
+                     help="checked against the file's net and weights (default: what they say)")
+    sub.add_argument("--input-size", type=int, help="crop size the encoder was trained at (DPC: 128, 224 for R34)")
+    sub.add_argument("--num-blocks", type=int, help="blocks per clip (DPC: 8)")
+    sub.add_argument("--block-length", type=int, help="frames per block (DPC: 5)")
+    sub.add_argument("--pred-steps", type=int, help="blocks predicted (DPC: 3)")
+    sub.add_argument("--frame-stride", type=int, help="take 1 frame in this many (DPC: 3)")
 
     sub = command("finetune", cmd_finetune, "fine-tune one view from a pretrained checkpoint (or random) and test it")
     encoder_arguments(sub, "names the run in its outputs", "the pretrained view checkpoint (omit for --init random)")

@@ -10,6 +10,8 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from cocon.experiments import JOINT_METHODS
+
 
 class ConfigError(ValueError):
     """A config file or key is invalid; the message names the file and the key."""
@@ -62,6 +64,9 @@ def load_dataset_config(path: str | os.PathLike, name: str | None = None) -> dic
         raise ConfigError(f"{path}: dataset config file not found")
     config = _read_with_base(path, seen=())
     validate(config, load_schema("dataset.schema.yaml"), str(path))
+    # an entry that is a path alone has only the path to say
+    config["external"] = {name: {"path": entry} if isinstance(entry, str) else entry
+                          for name, entry in config["external"].items()}
     check_consistency(config, str(path))
     config["name"] = name or path.stem
     return config
@@ -121,6 +126,20 @@ def check_consistency(config: dict, source: str) -> None:
     analysed = config["analysis"]["split"]
     if analysed is not None and analysed not in config["official_splits"]:
         errors.append(f"analysis.split: split {analysed} is not one of official_splits {config['official_splits']}")
+    pose = config["pose"]
+    if pose["backend"] == "mmpose" and pose["people"] == "all" and not pose["mmpose"]["detector"]["config"]:
+        errors.append("pose.mmpose.detector: required when pose.people is all (without a person detector "
+                      "mmpose sees the whole frame as one person box)")
+    methods = ["random", "cpc", *JOINT_METHODS]
+    external = sorted(config.get("external", {}))
+    for key, inits in (("finetune.inits", config["finetune"]["inits"]), ("analysis.inits", config["analysis"]["inits"])):
+        for init in inits or []:
+            if init not in methods and init not in external:
+                errors.append(f"{key}: {init!r} is neither one of {methods} nor a name under `external` "
+                              f"({', '.join(external) or 'none'})")
+    for row, name in config["paper"]["released"].items():
+        if name is not None and name not in external:
+            errors.append(f"paper.released.{row}: {name!r} is not a name under `external` ({', '.join(external) or 'none'})")
     errors += _import_errors(config)
     weights = config["finetune"]["ensemble_weights"]
     if not any(weights[view] for view in config["views"]):
@@ -156,20 +175,23 @@ def stored_short_side(config: dict, view: str) -> tuple[int, str]:
     return config[view]["short_side"], f"{view}.short_side"
 
 
-def check_training_inputs(config: dict, views, source: str) -> None:
+def check_training_inputs(config: dict, views, source: str, sizes: dict | None = None) -> None:
     """Before training on ``views``: each view's crop fits in the frames it is cut from.
 
     A crop larger than the stored frames would run, but every clip would be upsampled from
     fewer pixels than the network reads. Checked only where training is planned, so that a
-    config that extracts views for other uses may store them small."""
+    config that extracts views for other uses may store them small. ``sizes``: view ->
+    (crop size, what sets it) where a checkpoint's own config sets it (None: the dataset's
+    pretrain.input_size)."""
     errors = []
     for view in views:
-        size = config["pretrain"]["input_size"][view]
+        given = (sizes or {}).get(view)
+        size, what = given or (config["pretrain"]["input_size"][view], f"pretrain.input_size.{view}")
         side, key = stored_short_side(config, view)
         if size > side:
-            errors.append(f"pretrain.input_size.{view}: {size} px is larger than the {side} px short side "
-                          f"{view} is stored at ({key}), so every clip would be upsampled; lower "
-                          f"pretrain.input_size.{view} or raise {key}")
+            remedy = f"lower {what} or raise {key}" if given is None else f"raise {key} to at least {size}"
+            errors.append(f"{what}: {size} px is larger than the {side} px short side {view} is stored at "
+                          f"({key}), so every clip would be upsampled; {remedy}")
     _report(errors, source)
 
 

@@ -7,7 +7,10 @@ encoder comes from:
 - ``random``: no pretraining;
 - ``<source>/cpc``: CPC of each view alone on the dataset ``source``;
 - ``<source>/<method>/<view set>``: a joint method (cocon, cpc+sim, cpc+sync) that
-  trained the views of ``view set`` together, e.g. ``ucf101/cocon/rgb+flow+pose+seg``.
+  trained the views of ``view set`` together, e.g. ``ucf101/cocon/rgb+flow+pose+seg``;
+- ``external/<name>``: a checkpoint from outside the workflow (DPC's released weights),
+  named under the dataset config's ``external`` key and imported into
+  ``results/<dataset>/external/<name>.pt``.
 
 View sets are their views joined by ``+`` in the fixed order rgb, flow, pose, seg, so a
 set has exactly one name. The outputs follow the names:
@@ -23,7 +26,9 @@ VIEW_ORDER = ("rgb", "flow", "pose", "seg")
 JOINT_METHODS = ("cocon", "cpc+sim", "cpc+sync")
 DATASET_NAME = r"[A-Za-z0-9_-]+"
 VIEW_SET_PATTERN = r"(?:rgb|flow|pose|seg)(?:\+(?:rgb|flow|pose|seg))+"
-INIT_PATTERN = (rf"random|{DATASET_NAME}/cpc|{DATASET_NAME}/(?:cocon|cpc\+sim|cpc\+sync)/{VIEW_SET_PATTERN}")
+EXTERNAL = "external"
+INIT_PATTERN = (rf"random|{DATASET_NAME}/cpc|{DATASET_NAME}/(?:cocon|cpc\+sim|cpc\+sync)/{VIEW_SET_PATTERN}"
+                rf"|{EXTERNAL}/{DATASET_NAME}")
 
 
 class ExperimentError(ValueError):
@@ -44,14 +49,17 @@ def view_set_name(views) -> str:
 class Init:
     """Where a fine-tuned encoder starts from."""
 
-    method: str                    # random, cpc, or a joint method
-    source: str | None = None      # the dataset it was pretrained on (None for random)
+    method: str                    # random, cpc, a joint method, or external
+    source: str | None = None      # the dataset it was pretrained on (None for random); external: its name
     views: tuple[str, ...] = ()    # joint methods: the view set trained together
+    view: str | None = None        # external: the one view its encoder reads (None: not known here)
 
     @property
     def name(self) -> str:
         if self.method == "random":
             return "random"
+        if self.method == EXTERNAL:
+            return f"{EXTERNAL}/{self.source}"
         if self.method == "cpc":
             return f"{self.source}/cpc"
         return f"{self.source}/{self.method}/{view_set_name(self.views)}"
@@ -62,15 +70,19 @@ class Init:
 
     def provides(self, view: str) -> bool:
         """Whether this initialisation has an encoder for ``view`` (random and cpc: any)."""
+        if self.method == EXTERNAL and self.view is not None:
+            return view == self.view
         return not self.views or view in self.views
 
 
 def parse_init(name: str) -> Init:
     if not re.fullmatch(INIT_PATTERN, name):
-        raise ExperimentError(f"{name!r} is not an initialisation: random, <dataset>/cpc or "
-                              f"<dataset>/<cocon|cpc+sim|cpc+sync>/<view>+<view>...")
+        raise ExperimentError(f"{name!r} is not an initialisation: random, <dataset>/cpc, "
+                              f"<dataset>/<cocon|cpc+sim|cpc+sync>/<view>+<view>... or {EXTERNAL}/<name>")
     if name == "random":
         return Init("random")
+    if name.startswith(f"{EXTERNAL}/"):
+        return Init(EXTERNAL, name.split("/", 1)[1])
     source, method, *rest = name.split("/")
     if method == "cpc":
         return Init("cpc", source)
@@ -98,6 +110,23 @@ def pretrained_path(init: Init, split: int, view: str) -> str | None:
     return f"results/{init.source}/split{split}/pretrain/{init.method}/{init.view_set}/joint.pt"
 
 
+def external_path(dataset: str, name: str) -> str:
+    """Where dataset ``dataset`` imports its ``external`` checkpoint ``name``."""
+    return f"results/{dataset}/{EXTERNAL}/{name}.pt"
+
+
+def external_entry(dataset: dict, name: str) -> dict:
+    """``dataset``'s ``external`` entry ``name`` as a mapping (a path alone is ``{"path": ...}``)."""
+    entry = dataset["external"][name]
+    return {"path": entry} if isinstance(entry, str) else entry
+
+
+def external_init(dataset: dict, name: str) -> Init:
+    """The initialisation of ``dataset``'s external checkpoint ``name``, with the view its
+    entry says (DPC's files: rgb)."""
+    return Init(EXTERNAL, name, view=external_entry(dataset, name).get("view") or "rgb")
+
+
 def finetune_inits(dataset: dict) -> list[Init]:
     """The initialisations of a dataset's finetune.json: ``finetune.inits``, pretrained on
     ``finetune.pretrained_on`` (default the dataset itself), joint ones on ``finetune.view_set``
@@ -122,7 +151,9 @@ def _inits(dataset: dict, methods: list[str]) -> list[Init]:
     view_set = tuple(settings["view_set"] or dataset["views"])
     inits = []
     for method in methods:
-        if method == "random":
+        if method in dataset.get("external", {}):
+            inits.append(external_init(dataset, method))
+        elif method == "random":
             inits.append(Init("random"))
         elif method == "cpc":
             inits.append(Init("cpc", source))
@@ -148,7 +179,8 @@ class RowSpec:
     views: tuple[str, ...]      # joint view set (empty for random and cpc)
     paper: dict                 # column label -> the paper's top-1 (%)
     view: str | None = None     # Table 6: the one view (or "ensemble") the row reports
-    not_run: str | None = None  # why our workflow never runs this row
+    not_run: str | None = None  # why our workflow never runs this row (unless released weights fill it)
+    released: str | None = None  # the key of paper.released that fills the row from released weights
 
 
 @dataclass(frozen=True)
@@ -199,22 +231,26 @@ TABLES = (
                        {"RGB UCF": 67.8, "RGB HMDB": 37.7, "Flow UCF": 72.5, "Flow HMDB": 44.1}),
                RowSpec("4 views", "cocon", "self", FOUR_VIEWS,
                        {"RGB UCF": 71.0, "RGB HMDB": 39.0, "Flow UCF": 74.5, "Flow HMDB": 45.4}))),
-    TableSpec(6, "Comparison, top-1 averaged over the official splits (ResNet18 at 128 px)",
+    TableSpec(6, "Comparison, top-1 averaged over the official splits (ResNet18 at 128 px unless the row says "
+                 "otherwise)",
               (("UCF101", "ucf", "row"), ("HMDB51", "hmdb", "row")),
               (RowSpec("Random init, RGB", "random", None, (), {"UCF101": 46.7, "HMDB51": 20.6}, view="rgb"),
-               RowSpec("DPC (our CPC), RGB, UCF101", "cpc", "self", (), {"UCF101": 60.6}, view="rgb"),
+               RowSpec("DPC (our CPC), RGB, UCF101", "cpc", "self", (), {"UCF101": 60.6}, view="rgb",
+                       released="dpc_ucf101"),
                RowSpec("CoCon RGB, 4 views, UCF101", "cocon", "self", FOUR_VIEWS,
                        {"UCF101": 70.5, "HMDB51": 38.4}, view="rgb"),
                RowSpec("CoCon ensemble, 4 views, UCF101", "cocon", "self", FOUR_VIEWS,
                        {"UCF101": 82.4, "HMDB51": 52.0}, view="ensemble"),
-               RowSpec("DPC (our CPC), RGB, K400", "cpc", "k400", (), {"UCF101": 68.2, "HMDB51": 34.5}, view="rgb"),
+               RowSpec("DPC (our CPC), RGB, K400", "cpc", "k400", (), {"UCF101": 68.2, "HMDB51": 34.5}, view="rgb",
+                       released="dpc_k400"),
                RowSpec("CoCon RGB, 2 views, K400", "cocon", "k400", TWO_VIEWS,
                        {"UCF101": 71.6, "HMDB51": 46.0}, view="rgb"),
                RowSpec("CoCon ensemble, 2 views, K400", "cocon", "k400", TWO_VIEWS,
                        {"UCF101": 78.1, "HMDB51": 52.0}, view="ensemble"),
                RowSpec("DPC, ResNet34 at 224 px, K400", "cpc", "k400", (), {"UCF101": 75.7, "HMDB51": 35.7},
-                       view="rgb", not_run="ResNet34 at 224 px is another protocol; set pretrain.backbone and "
-                                           "input_size in a dataset of its own"),
+                       view="rgb", released="dpc_k400_r34",
+                       not_run="ResNet34 at 224 px is another protocol (about 6 weeks of pretraining on 4 GPUs, DPC "
+                               "says): name DPC's released weights in paper.released.dpc_k400_r34"),
                RowSpec("CoCon ensemble, ResNet34 at 224 px, K400", "cocon", "k400", TWO_VIEWS,
                        {"UCF101": 82.0, "HMDB51": 53.1}, view="ensemble",
                        not_run="ResNet34 at 224 px is another protocol; set pretrain.backbone and input_size "
@@ -238,6 +274,8 @@ class Cell:
     ensemble_views: tuple[str, ...] = ()
     splits: tuple[int, ...] = ()
     reason: str | None = None
+    released: str | None = None        # the external checkpoint the cell's encoder comes from
+    released_path: str | None = None   # its file, as the evaluated dataset's config names it
 
     @property
     def run(self) -> bool:
@@ -268,9 +306,15 @@ def paper_cells(name: str, datasets: dict[str, dict]) -> list[Cell]:
                 cell = Cell(table.number, row.label, label, row.paper.get(label))
                 evaluated = roles[role]
                 source = sources.get(row.source) if row.source else None
+                released = settings["released"].get(row.released) if row.released else None
                 reason = None
                 if table.number not in settings["tables"]:
                     reason = f"table {table.number} is not in paper.tables"
+                elif released is not None:
+                    reason, cell = _released_cell(cell, table, datasets, evaluated, released, view, role)
+                    cells.append(cell if reason is None else Cell(table.number, row.label, label,
+                                                                  row.paper.get(label), reason=reason))
+                    continue
                 elif row.not_run:
                     reason = row.not_run
                 elif evaluated is None:
@@ -285,6 +329,9 @@ def paper_cells(name: str, datasets: dict[str, dict]) -> list[Cell]:
                     needed = views if view == "ensemble" else (view,)
                     missing = [need for need in needed
                                if need not in target["views"] or (origin and need not in origin["views"])]
+                    # a joint row pretrains its whole view set on the source
+                    missing += [need for need in row.views
+                                if origin and need not in origin["views"] and need not in missing]
                     if missing:
                         reason = f"view(s) {missing} not in the views of {evaluated if origin is None else source}"
                     else:
@@ -295,3 +342,22 @@ def paper_cells(name: str, datasets: dict[str, dict]) -> list[Cell]:
                 cells.append(cell if reason is None else Cell(table.number, row.label, label,
                                                               row.paper.get(label), reason=reason))
     return cells
+
+
+def _released_cell(cell: Cell, table: TableSpec, datasets: dict[str, dict], evaluated: str | None, name: str,
+                   view: str, role: str) -> tuple[str | None, Cell]:
+    """A cell of a row that paper.released fills from the external checkpoint ``name`` of
+    the evaluated dataset: the cell, or why it is not run."""
+    if evaluated is None:
+        return "paper.hmdb51 is null", cell
+    target = datasets[evaluated]
+    if name not in target["external"]:
+        where = "paper.hmdb51's dataset" if role == "hmdb" else "this dataset"
+        return f"released weights {name!r}: {where} ({evaluated}) names no external checkpoint {name!r}", cell
+    init = external_init(target, name)
+    if not init.provides(view) or view not in target["views"]:
+        return (f"released weights {name!r} read {init.view}, and the row is {view} of the views "
+                f"{target['views']} of {evaluated}"), cell
+    splits = tuple(target["official_splits"]) if table.all_splits else (target["official_splits"][0],)
+    return None, Cell(cell.table, cell.row, cell.column, cell.paper, evaluated, init.name, view, (), splits,
+                      released=name, released_path=external_entry(target, name)["path"])

@@ -50,7 +50,10 @@ def build_paper(dataset: str, cells: list[Cell], ensemble_weights: dict[str, dic
                                  top1_std=float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
                                  per_split=[{"split": split, "top1": value} for split, value in zip(cell.splits,
                                                                                                      values)],
-                                 dataset=cell.dataset, init=cell.init, view=cell.view)
+                                 dataset=cell.dataset, init=cell.init, view=cell.view,
+                                 source="released" if cell.released else "ours")
+                    if cell.released:
+                        entry["released"] = {"name": cell.released, "path": cell.released_path}
                 else:
                     entry["reason"] = cell.reason
                 entries.append(entry)
@@ -67,7 +70,10 @@ def _cell_text(entry: dict, spread: bool) -> str:
     ours = f"{100 * entry['top1']:.1f}"
     if spread and len(entry["per_split"]) > 1:
         ours += f" ± {100 * entry['top1_std']:.1f}"
-    return f"**{ours}** ({paper})"
+    return f"**{ours}**{RELEASED_MARK if entry['source'] == 'released' else ''} ({paper})"
+
+
+RELEASED_MARK = "†"
 
 
 def paper_markdown(document: dict) -> str:
@@ -93,9 +99,14 @@ def paper_markdown(document: dict) -> str:
                 lines += [f"Mean ± standard deviation over splits {', '.join(map(str, splits))}.", ""]
             elif splits:
                 lines += [f"Split {splits[0]} alone: `official_splits` of the evaluated dataset has one split.", ""]
+        released = {(entry["released"]["name"], entry["released"]["path"], entry["dataset"])
+                    for row in table["rows"] for entry in row["cells"] if entry["run"] and entry["source"] == "released"}
+        for name, path, dataset in sorted(released):
+            lines.append(f"- {RELEASED_MARK} fine-tuned from released weights, not pretrained here: `external/{name}` "
+                         f"of {dataset} (`{path}`)")
         for reason, where in reasons.items():
             lines.append(f"- not run: {reason} ({len(where)} cell{'s' if len(where) > 1 else ''})")
-        if reasons:
+        if reasons or released:
             lines.append("")
     return "\n".join(lines)
 

@@ -14,9 +14,27 @@ SHARED_DATA = Path(os.environ.get("COCON_SHARED_DATA", REPO.parent / "shared" / 
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 
 
+NO_REAL_DATA = "needs the real data in"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """With ``COCON_REQUIRE_MM=1`` (CI, after `make mm`) an ``mm`` test skipped for its packages
+    fails instead: `make mm` ran, so they must import. A skip for absent real data stays a skip,
+    as in every other test: a checkout without ../shared/data still passes."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and item.get_closest_marker("mm") and os.environ.get("COCON_REQUIRE_MM") == "1":
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        if NO_REAL_DATA in reason:
+            return
+        report.outcome = "failed"
+        report.longrepr = f"{reason}\nCOCON_REQUIRE_MM=1 requires every mm test to run, and this one skipped"
+
+
 def _require(path: Path) -> Path:
     if not path.exists():
-        pytest.skip(f"needs the real data in {path} (../shared/data beside the repository); it is absent here")
+        pytest.skip(f"{NO_REAL_DATA} {path} (../shared/data beside the repository); it is absent here")
     return path
 
 

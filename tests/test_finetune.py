@@ -176,14 +176,17 @@ def test_seed_summary_gives_mean_and_spread():
     assert "| CoCon | 60.0 ± 10.0 | — |" in seeds_markdown(documents)
 
 
-def test_a_signal_inside_an_epoch_resumes_to_the_same_model_and_scores(demo_views, tmp_path, monkeypatch, caplog):
+@pytest.mark.parametrize("loader, view", [("cpu", "flow"), ("device", "rgb")])
+def test_a_signal_inside_an_epoch_resumes_to_the_same_model_and_scores(demo_views, tmp_path, monkeypatch, caplog,
+                                                                       loader, view):
+    """Either loader: the device loader draws fine-tuning's clip-wide jitter as ClipDataset does."""
     caplog.set_level(logging.INFO, logger="cocon")
 
     def finetune_job(folder: str) -> FinetuneJob:
         out = tmp_path / folder
-        return FinetuneJob(dataset_config(demo_views, workers=1), "random", "flow", str(demo_views / "views"),
-                           str(demo_views / "manifest.tsv"), None, str(out / "flow.pt"), str(out / "flow.scores.npz"),
-                           str(out / "state"), epochs=2, threads=1)
+        return FinetuneJob(dataset_config(demo_views, workers=1, loader=loader), "random", view,
+                           str(demo_views / "views"), str(demo_views / "manifest.tsv"), None, str(out / f"{view}.pt"),
+                           str(out / f"{view}.scores.npz"), str(out / "state"), epochs=2, threads=1)
 
     straight, stopped = finetune_job("straight"), finetune_job("stopped")
     run_finetuning(straight)
@@ -213,3 +216,47 @@ def test_a_signal_inside_an_epoch_resumes_to_the_same_model_and_scores(demo_view
         assert [row[metric] for row in actual["history"]] == [row[metric] for row in expected["history"]], metric
     with np.load(straight.scores) as first, np.load(stopped.scores) as second:
         assert np.array_equal(first["scores"], second["scores"])
+
+
+def _score_share(rank: int, world_size: int, rendezvous: str, views: Path, out: Path) -> None:
+    import torch.distributed as dist
+
+    from cocon.train.distributed import Runtime
+    from cocon.train.finetune import dense_scores, shard
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world_size)
+    try:
+        runtime = Runtime(rank=rank, world_size=world_size, device=torch.device("cpu"), control=dist.group.WORLD)
+        classifier, test = _test_scoring(views)
+        dataset = ClipDataset(shard(test, runtime), views / "views", ["flow"], {"flow": 32}, ClipSpec(4, 2, 2),
+                              train=False, center_crop=0.8, test_crops=5)
+        scores = dense_scores(classifier, dataset, len(test), 3, runtime)
+        if rank == 0:
+            np.savez(out, videos=scores.videos, clips=scores.clips, clip_videos=scores.clip_videos,
+                     clip_starts=scores.clip_starts)
+    finally:
+        dist.destroy_process_group()
+
+
+def _test_scoring(views: Path):
+    torch.manual_seed(0)
+    classifier = build_classifier(dataset_config(views), "flow", 3, None).eval()
+    _, _, test = split_videos(views / "manifest.tsv", 1, 0.25, 0)
+    return classifier, test
+
+
+def test_dense_scores_in_two_processes_equal_one_process(demo_views, tmp_path):
+    from cocon.train.distributed import Runtime
+    from cocon.train.finetune import dense_scores
+    classifier, test = _test_scoring(demo_views)
+    dataset = ClipDataset(test, demo_views / "views", ["flow"], {"flow": 32}, ClipSpec(4, 2, 2), train=False,
+                          center_crop=0.8, test_crops=5)
+    alone = dense_scores(classifier, dataset, len(test), 3, Runtime(rank=0, world_size=1, device=torch.device("cpu")))
+    torch.multiprocessing.spawn(_score_share, args=(2, str(tmp_path / "rendezvous"), demo_views, tmp_path / "two.npz"),
+                                nprocs=2)
+    two = np.load(tmp_path / "two.npz")
+    # every video's windows come back in the order of one process, each under its own index
+    np.testing.assert_array_equal(two["clip_videos"], alone.clip_videos)
+    np.testing.assert_array_equal(two["clip_starts"], alone.clip_starts)
+    np.testing.assert_allclose(two["clips"], alone.clips, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(two["videos"], alone.videos, rtol=1e-5, atol=1e-7)
+    assert len(set(alone.clip_videos.tolist())) == len(test) >= 3

@@ -183,6 +183,18 @@ def test_sim_loss_is_zero_for_identical_orthogonal_blocks():
     assert sim_loss(ORTHOGONAL_BLOCKS, ORTHOGONAL_BLOCKS).item() == pytest.approx(0, abs=1e-4)
 
 
+@pytest.mark.parametrize("cosine", [0.0, 0.3, 0.951, 1.0])
+def test_sim_loss_is_one_half_whenever_every_cross_view_cosine_is_equal(cosine):
+    # Collapsed block features (every block of a view the same vector) put sim on a plateau:
+    # 0.5 (1 - c) + 0.5 max(0, c) = 0.5 for any c >= 0, so 0.5 does not mean orthogonal
+    # (README "Evidence": sim stays at 0.5000 while the features are collapsed)
+    u = torch.tensor([1.0, 0.0])
+    v = torch.tensor([cosine, math.sqrt(1 - cosine ** 2)])
+    loss = sim_loss(u.expand(2, 3, 2), v.expand(2, 3, 2))
+
+    assert loss.item() == pytest.approx(0.5, abs=1e-4)
+
+
 def test_sim_loss_prefers_aligned_views_to_shuffled_ones():
     h = random_blocks(0)
     other_view = h + 0.1 * random_blocks(1)

@@ -2,19 +2,28 @@
 
 The models are tiny ones built here with random weights and saved as local checkpoints,
 so nothing is downloaded. Each test skips, saying why, where its mm package cannot be
-imported (these backends are an optional install).
+imported (these backends are an optional install, `make mm`) or the real clips are absent;
+with ``COCON_REQUIRE_MM=1``, as CI sets it after `make mm`, any skip here is a failure
+instead (tests/conftest.py, the ``mm`` marker).
 """
 import importlib
 from types import ModuleType
 
+import cv2
 import numpy as np
 import pytest
 import torch
 
+from skimage.feature import peak_local_max
+
 from cocon.config import ConfigError, load_schema, validate
+from cocon.data.shards import ShardReader
 from cocon.data.video import iter_frames
-from cocon.views.pose import backend_files, compute_pose, view_size
+from cocon.views.pose import backend_files, compute_pose, full_checkpoint_loading, render_heatmaps, view_size
 from cocon.views.seg import compute_seg
+from tests.conftest import run_snakemake, workflow_config, write_yaml
+
+pytestmark = pytest.mark.mm
 
 FRAME_COUNT = 4
 FRAME_SHORT_SIDE = 128
@@ -67,6 +76,36 @@ test_pipeline = [
 # the class probabilities that the seg checkpoint predicts at every pixel
 SEG_PROBABILITIES = (0.1, 0.6, 0.3)
 
+# a person detector: RetinaNet on a one-stage ResNet-18 (8 base channels, stride 8) with one
+# anchor shape, keeping the best two boxes after NMS: two people in every frame
+DETECTOR_PEOPLE = 2
+DETECTOR_CONFIG = """
+default_scope = 'mmdet'
+norm_cfg = dict(type='BN', requires_grad=True)
+model = dict(
+    type='RetinaNet',
+    data_preprocessor=dict(type='DetDataPreprocessor', mean=[123.675, 116.28, 103.53],
+                           std=[58.395, 57.12, 57.375], bgr_to_rgb=True, pad_size_divisor=8),
+    backbone=dict(type='ResNet', depth=18, stem_channels=8, base_channels=8, num_stages=2, strides=(1, 2),
+                  dilations=(1, 1), out_indices=(1,), frozen_stages=-1, norm_cfg=norm_cfg, init_cfg=None),
+    neck=dict(type='FPN', in_channels=[16], out_channels=8, num_outs=1),
+    bbox_head=dict(type='RetinaHead', num_classes=2, in_channels=8, stacked_convs=1, feat_channels=8,
+                   anchor_generator=dict(type='AnchorGenerator', octave_base_scale=8, scales_per_octave=1,
+                                         ratios=[2.0], strides=[8]),
+                   bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[0.0] * 4, target_stds=[1.0] * 4),
+                   loss_cls=dict(type='FocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.25, loss_weight=1.0),
+                   loss_bbox=dict(type='L1Loss', loss_weight=1.0)),
+    test_cfg=dict(nms_pre=100, min_bbox_size=0, score_thr=0.05, nms=dict(type='nms', iou_threshold=0.1),
+                  max_per_img={people}))
+test_dataloader = dict(dataset=dict(type='CocoDataset', metainfo=dict(classes={classes}), pipeline=[
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(128, 128), keep_ratio=True),
+    dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
+]))
+"""
+DETECTOR_SCORE_THRESHOLD = 0.3
+TWO_PERSON_CLIP = "ucf101_24_reencoded/Fencing/v_Fencing_g01_c06.mp4"
+
 
 def import_or_skip(module: str) -> ModuleType:
     """``module``, or a skip with the import error: an installed but broken mm stack skips too."""
@@ -109,11 +148,29 @@ def save_pose_model(folder, keypoints: int, dataset: str, meta: dict | None = No
     return {"config": str(config), "checkpoint": str(checkpoint), "device": "cpu"}
 
 
-def save_seg_model(folder, person_class: int) -> dict:
+def save_detector_model(folder, classes=("person", "bicycle")) -> dict:
+    """A tiny mmdet detector's config and checkpoint in ``folder``, as pose.mmpose.detector settings.
+
+    Its first class scores about 0.9 at every anchor, spread a little by the image; the
+    others never pass the threshold. Box regression is random, so boxes are image-driven.
+    """
+    apis = import_or_skip("mmdet.apis")
+    config = folder / "detector.py"
+    checkpoint = folder / "detector.pth"
+    config.write_text(DETECTOR_CONFIG.format(people=DETECTOR_PEOPLE, classes=tuple(classes)))
+    torch.manual_seed(0)
+    state = apis.init_detector(str(config), None, device="cpu").state_dict()
+    state["bbox_head.retina_cls.weight"] *= 0.3
+    state["bbox_head.retina_cls.bias"].copy_(torch.tensor([2.0, -5.0]))
+    torch.save({"state_dict": state, "meta": {"dataset_meta": {"classes": tuple(classes)}}}, checkpoint)
+    return {"config": str(config), "checkpoint": str(checkpoint), "score_threshold": DETECTOR_SCORE_THRESHOLD}
+
+
+def save_seg_model(folder, person_class: int, image_driven: bool = False) -> dict:
     """A tiny segmentation model's config and checkpoint in ``folder``, as seg.mmseg settings.
 
     Its classifier ignores the image and predicts ``SEG_PROBABILITIES`` everywhere, so the
-    person mask it should give is known exactly.
+    person mask it should give is known exactly; ``image_driven`` keeps (scaled) random weights.
     """
     apis = import_or_skip("mmseg.apis")
     config = folder / "seg_model.py"
@@ -121,7 +178,8 @@ def save_seg_model(folder, person_class: int) -> dict:
     config.write_text(SEG_CONFIG)
     torch.manual_seed(0)
     state = apis.init_model(str(config), None, device="cpu").state_dict()
-    state["decode_head.conv_seg.weight"].zero_()
+    # random weights spread the probabilities by under 1%; 20 times as much is visible in uint8
+    state["decode_head.conv_seg.weight"] *= 20 if image_driven else 0
     state["decode_head.conv_seg.bias"].copy_(torch.log(torch.tensor(SEG_PROBABILITIES)))
     # class names in the checkpoint, as mmseg expects (else it guesses a dataset by class count and warns)
     meta = {"dataset_meta": {"classes": SEG_CLASSES, "palette": [[0, 0, 0], [255, 0, 0], [0, 255, 0]]}}
@@ -187,3 +245,139 @@ def test_mmseg_mask_is_the_person_class_probability(tmp_path, clip_frames, perso
     assert masks.dtype == np.uint8
     expected = SEG_PROBABILITIES[person_class] * 255
     assert np.abs(masks.astype(np.float32) - expected).max() <= 1
+
+
+def test_mmseg_mask_is_every_pixels_person_probability_in_a_two_person_frame(tmp_path, videos_dir):
+    """Semantic segmentation has no instances to choose from: the mask is the person channel's
+    softmax at every pixel, as mmseg itself computes it, so both fencers are in it wherever
+    the model sees a person."""
+    model_files = save_seg_model(tmp_path, person_class=1, image_driven=True)
+    settings = stage_settings("seg", "mmseg", model_files)
+    frames = two_person_frames(videos_dir)[:1]
+    masks = compute_seg(frames, settings)
+
+    apis = import_or_skip("mmseg.apis")
+    model = apis.init_model(model_files["config"], model_files["checkpoint"], device="cpu")
+    logits = apis.inference_model(model, np.ascontiguousarray(frames[0, ..., ::-1])).seg_logits.data
+    person = torch.softmax(logits, dim=0)[1].numpy()
+    assert person.shape == frames.shape[1:3] and person.std() > 0.01  # image-driven, at the frame's size
+    expected = cv2.resize(person, masks.shape[:0:-1], interpolation=cv2.INTER_AREA) * 255
+    assert np.abs(masks[0].astype(np.float32) - expected).max() <= 1
+
+
+def two_person_frames(videos_dir) -> np.ndarray:
+    """RGB ``[T, H, W, 3]``: the first frames of a real clip of two fencers, at short side 128."""
+    frames = [frame[..., ::-1] for _, frame in zip(range(FRAME_COUNT),
+                                                   iter_frames(videos_dir / TWO_PERSON_CLIP, FRAME_SHORT_SIDE))]
+    return np.ascontiguousarray(np.stack(frames))
+
+
+def reference_people_heatmaps(frames_rgb: np.ndarray, settings: dict) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The heatmaps that mmdet and mmpose called directly give (the authors' recipe: every person
+    box at or above the threshold, its heatmaps times its score, summed, clipped), and each
+    frame's kept boxes, best first."""
+    det_apis, pose_apis = import_or_skip("mmdet.apis"), import_or_skip("mmpose.apis")
+    from mmengine.config import Config
+    from mmpose.utils import adapt_mmdet_pipeline
+
+    mm = settings["mmpose"]
+    detector = det_apis.init_detector(adapt_mmdet_pipeline(Config.fromfile(mm["detector"]["config"])),
+                                      mm["detector"]["checkpoint"], device="cpu")
+    model = pose_apis.init_model(mm["config"], mm["checkpoint"], device="cpu")
+    frame_height, frame_width = frames_rgb.shape[1:3]
+    height, width = view_size(frame_height, frame_width, settings["short_side"])
+    heatmaps, frame_boxes = [], []
+    for frame in frames_rgb:
+        frame_bgr = np.ascontiguousarray(frame[..., ::-1])
+        found = det_apis.inference_detector(detector, frame_bgr).pred_instances
+        keep = (found.labels == 0) & (found.scores >= mm["detector"]["score_threshold"])
+        scores, boxes = found.scores[keep].numpy(), found.bboxes[keep].numpy()
+        order = np.argsort(-scores)[:None if settings["people"] == "all" else 1]
+        total = np.zeros((17, height, width), np.float32)
+        for pose, score in zip(pose_apis.inference_topdown(model, frame_bgr, boxes[order], bbox_format="xyxy"),
+                               scores[order]):
+            keypoints = np.column_stack([pose.pred_instances.keypoints[0] / (frame_width, frame_height),
+                                         np.clip(pose.pred_instances.keypoint_scores[0], 0, 1)])
+            total += score * render_heatmaps(keypoints.astype(np.float32), height, width, settings["sigma"])
+        heatmaps.append(np.round(np.clip(total, 0, 1) * 255).astype(np.uint8))
+        frame_boxes.append(boxes[order])
+    return np.stack(heatmaps), frame_boxes
+
+
+def people_settings(folder, people: str, classes=("person", "bicycle")) -> dict:
+    """pose settings of the mmpose backend with the tiny pose model on the tiny detector's boxes."""
+    model_files = save_pose_model(folder, keypoints=17, dataset="CocoDataset")
+    model_files["detector"] = save_detector_model(folder, classes)
+    dataset = validate({"layout": "folder", "root": ".", "pose": {"backend": "mmpose", "people": people,
+                                                                  "mmpose": model_files}},
+                       load_schema("dataset.schema.yaml"), "test")
+    return dataset["pose"]
+
+
+def peaks_per_channel(heatmaps: np.ndarray) -> np.ndarray:
+    """``[T, 17]``: how many separate peaks of at least a quarter of full confidence each heatmap holds."""
+    return np.array([[len(peak_local_max(channel.astype(np.float32), min_distance=4, threshold_abs=64,
+                                         exclude_border=False)) for channel in frame] for frame in heatmaps])
+
+
+@pytest.mark.parametrize("people", ["one", "all"])
+def test_mmpose_people_on_detector_boxes_in_a_two_person_clip(tmp_path, videos_dir, people):
+    """Fencing: two fencers; the detector keeps two person boxes a frame. ``all`` sums both
+    people's heatmaps weighted by their detection scores, ``one`` draws the best box's alone."""
+    settings = people_settings(tmp_path, people)
+    assert backend_files(settings, "pose")[2:] == [settings["mmpose"]["detector"]["config"],
+                                                   settings["mmpose"]["detector"]["checkpoint"]]
+    frames = two_person_frames(videos_dir)
+    heatmaps = compute_pose(frames, settings)
+    expected, boxes = reference_people_heatmaps(frames, settings)
+    assert [len(frame_boxes) for frame_boxes in boxes] == [DETECTOR_PEOPLE if people == "all" else 1] * FRAME_COUNT
+    assert np.abs(heatmaps.astype(np.int16) - expected).max() <= 1
+    peaks = peaks_per_channel(heatmaps)
+    if people == "all":
+        # two sets of peaks: most keypoints show twice in every frame
+        assert ((peaks >= 2).sum(axis=1) >= 5).all(), peaks
+    else:
+        assert peaks.max() == 1
+
+
+def test_mmpose_detector_without_a_person_class_is_a_config_error(tmp_path, clip_frames):
+    settings = people_settings(tmp_path, "all", classes=("car", "bicycle"))
+    with pytest.raises(ConfigError, match=r"pose\.mmpose\.detector\.config: .* has no class named person"):
+        compute_pose(clip_frames, settings)
+
+
+@pytest.mark.e2e
+def test_all_people_pose_through_the_workflow(tmp_path):
+    """pose.people: all with the tiny detector and pose model, through the real DAG on demo videos."""
+    settings = people_settings(tmp_path, "all")
+    mm = settings["mmpose"]
+    write_yaml(tmp_path / "people.yaml", f"""
+        layout: demo
+        root: results/people/videos
+        shard_size: 4
+        demo: {{num_classes: 2, videos_per_class: 2, num_frames: 6, width: 128, height: 96}}
+        frames: {{short_side: 96}}
+        pose:
+          backend: mmpose
+          people: all
+          short_side: 24
+          mmpose:
+            config: {mm['config']}
+            checkpoint: {mm['checkpoint']}
+            detector: {{config: {mm['detector']['config']}, checkpoint: {mm['detector']['checkpoint']},
+                        score_threshold: {DETECTOR_SCORE_THRESHOLD}}}
+    """)
+    config = workflow_config(tmp_path, {"people": "people.yaml"}, ["people"])
+    run_snakemake(tmp_path, "results/people/views/pose/00000.h5", "--configfile", str(config))
+
+    views = tmp_path / "results" / "people" / "views"
+    with ShardReader(views / "rgb" / "00000.h5", view="rgb") as rgb, \
+            ShardReader(views / "pose" / "00000.h5", view="pose") as pose:
+        assert pose.attrs["people"] == "all" and pose.attrs["detector_config"] == mm["detector"]["config"]
+        assert pose.attrs["detector_score_threshold"] == DETECTOR_SCORE_THRESHOLD
+        assert len(pose.video_ids) == 4
+        for video in pose.video_ids:
+            expected, boxes = reference_people_heatmaps(rgb.read(video), {**settings, "short_side": 24})
+            assert all(len(frame_boxes) == DETECTOR_PEOPLE for frame_boxes in boxes)
+            assert np.abs(pose.read(video).astype(np.int16) - expected).max() <= 1
+    assert (tmp_path / "results" / "people" / "logs" / "pose" / "00000.log").is_file()

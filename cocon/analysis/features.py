@@ -31,6 +31,7 @@ from cocon.data.shards import ShardReader
 from cocon.losses import pool_blocks
 from cocon.models import DPC
 from cocon.train import checkpoints
+from cocon.train.batchnorm import batchnorm_layers, recalibrate_statistics
 from cocon.train.pretrain import build_model
 
 log = logging.getLogger(__name__)
@@ -117,16 +118,37 @@ def load_encoder(dataset: dict, view: str, checkpoint: str | None) -> tuple[DPC,
         chosen = checkpoints.view_model(checkpoint, view)
         settings = chosen["model_config"]
         model = build_model(settings, view)
-        model.load_state_dict(chosen["model"])
+        checkpoints.load_weights(model, chosen, checkpoint)
         size = settings["input_size"]
+        without_statistics = checkpoints.needs_recalibration(chosen)
     else:
         settings = dataset["pretrain"]
         torch.manual_seed(settings["seed"])
         model = build_model(settings, view)
         size = settings["input_size"][view]
+        without_statistics = False
     model.requires_grad_(False)
     return model.eval(), {"spec": ClipSpec(settings["num_blocks"], settings["block_length"], settings["frame_stride"]),
-                          "size": size}
+                          "size": size, "without_statistics": without_statistics}
+
+
+def recalibrate_encoder(model: DPC, train: list[VideoRef], job: FeaturesJob, geometry: dict,
+                        device: torch.device) -> None:
+    """BatchNorm statistics for an encoder whose checkpoint has none (an imported DPC
+    pretraining file): eval mode would otherwise normalise with mean 0 and variance 1. They
+    are averaged over up to ``finetune.bn_batches`` batches of the train videos' dense
+    windows, cut as the features are, in an order seeded by ``finetune.seed``."""
+    settings = job.dataset["finetune"]
+    clips = ClipDataset(train, job.views_dir, [job.view], {job.view: geometry["size"]}, geometry["spec"],
+                        train=False, center_crop=settings["center_crop"])
+    loader = torch.utils.data.DataLoader(clips, batch_size=job.batch_size, shuffle=True,
+                                         generator=torch.Generator().manual_seed(settings["seed"]))
+    model.encoder.train()
+    used = recalibrate_statistics(batchnorm_layers(model.encoder), loader,
+                                  lambda batch: model.encode(batch[job.view].to(device)), settings["bn_batches"])
+    model.eval()
+    log.info("%s has no BatchNorm running statistics: recalibrated on %d batches of train windows",
+             job.checkpoint, used)
 
 
 def alignment_indices(num_frames: int, block_length: int, num_blocks: int = ALIGNMENT_BLOCKS) -> np.ndarray:
@@ -191,6 +213,8 @@ def compute_features(job: FeaturesJob) -> FeatureSet:
     model, geometry = load_encoder(job.dataset, job.view, job.checkpoint)
     model.to(device)
     train, val, test = split_videos(job.manifest, job.split, settings["val_fraction"], settings["seed"])
+    if geometry["without_statistics"]:
+        recalibrate_encoder(model, train, job, geometry, device)
     videos = train + val + test
     roles = ["train"] * len(train) + ["val"] * len(val) + ["test"] * len(test)
     started = time.perf_counter()

@@ -138,6 +138,34 @@ def crop_box(height: int, width: int, generator: torch.Generator | None,
     return central_square(height, width)
 
 
+# test-time crops: the centre (1); the four corners and the centre (5); the same five flipped (10)
+TEST_CROPS = (1, 5, 10)
+
+
+def test_crop_box(height: int, width: int, share: float, index: int) -> tuple[tuple[int, int, int, int], bool]:
+    """Test crop ``index`` of the ten (0 is the centre): the square of ``share`` times the short
+    side at the centre (0), the top-left (1), top-right (2), bottom-left (3) and bottom-right
+    (4) corners, and 5-9 the same five flipped. Returns ((top, left, h, w), flipped)."""
+    if not 0 <= index < max(TEST_CROPS):
+        raise ValueError(f"test crop {index} is not one of 0..{max(TEST_CROPS) - 1}")
+    top, left, side, _ = central_square(height, width, share)
+    corners = [(top, left), (0, 0), (0, width - side), (height - side, 0), (height - side, width - side)]
+    row, column = corners[index % 5]
+    return (row, column, side, side), index >= 5
+
+
+def flip_view(view: str, clip: torch.Tensor) -> torch.Tensor:
+    """``clip`` ``[T, C, H, W]`` (values in [0, 1]) mirrored left to right, as each view must be:
+    pose swaps its left and right keypoints, and flow's horizontal component u changes sign
+    (1 - u in [0, 1], where 0.5 is no motion)."""
+    clip = TF.hflip(clip)
+    if view == "pose":
+        clip = clip[:, list(POSE_FLIP_ORDER)]
+    elif view == "flow":
+        clip = torch.cat([1 - clip[:, :1], clip[:, 1:]], dim=1)
+    return clip
+
+
 def clip_tensor(view: str, frames: np.ndarray) -> torch.Tensor:
     """Stored frames as ``augment`` takes them: rgb stays uint8 ``[T, 3, H, W]``, so that the
     crop is resized on a quarter of the bytes (as DPC resizes uint8 images) before it
@@ -148,15 +176,15 @@ def clip_tensor(view: str, frames: np.ndarray) -> torch.Tensor:
     return to_view_tensor(view, frames)
 
 
-def to_view_tensor(view: str, frames: np.ndarray) -> torch.Tensor:
-    """Stored frames to float ``[T, C, H, W]``: rgb and flow in [0, 1], pose and seg in [0, 1]."""
+def to_view_tensor(view: str, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Stored frames (an array, or a tensor on any device) to float ``[T, C, H, W]``: rgb and
+    flow in [0, 1], pose and seg in [0, 1]."""
+    tensor = torch.as_tensor(frames)
     if view in ("rgb", "flow"):
-        tensor = torch.from_numpy(frames).permute(0, 3, 1, 2)
-    elif view == "pose":
-        tensor = torch.from_numpy(frames)
+        tensor = tensor.permute(0, 3, 1, 2)
     elif view == "seg":
-        tensor = torch.from_numpy(frames)[:, None]
-    else:
+        tensor = tensor[:, None]
+    elif view != "pose":  # pose is stored as [T, 17, H, W] already
         raise ValueError(f"unknown view {view!r}")
     return tensor.float() / 255
 
@@ -246,21 +274,38 @@ def jitter_frames_per_frame(clip: torch.Tensor, generator: torch.Generator) -> t
     return torch.stack(frames).clamp(0, 1)
 
 
-def jitter_clip(clip: torch.Tensor, generator: torch.Generator, probability: float) -> torch.Tensor:
+@dataclass(frozen=True)
+class ClipJitter:
+    """Fine-tuning's clip-wide colour jitter, as drawn: the factors, and the order (indices
+    into brightness, contrast, saturation, hue) in which they are applied."""
+    brightness: float
+    contrast: float
+    saturation: float
+    hue: float
+    order: tuple[int, ...]
+
+
+def draw_clip_jitter(generator: torch.Generator, probability: float) -> ClipJitter | None:
     """Fine-tuning (DPC's ColorJitter(0.5, 0.5, 0.5, 0.25, p=0.3, consistent=True)): with
-    ``probability``, one draw of brightness, contrast, saturation and hue factors, applied
-    in a random order (as DPC's, after torchvision's, ColorJitter) to every frame of
-    ``clip`` ``[T, 3, H, W]`` alike; never greyed. Contrast still blends each frame with
-    its own mean grey, as DPC's per-image transform does."""
+    ``probability``, one draw of brightness, contrast, saturation and hue factors and of a
+    random order to apply them in (as DPC's, after torchvision's, ColorJitter); None when
+    the clip is not jittered."""
     if torch.rand((), generator=generator) >= probability:
-        return clip
+        return None
     brightness, contrast, saturation = (_uniform(generator, 0.5, 1.5) for _ in range(3))
     hue = _uniform(generator, -0.25, 0.25)
-    adjustments = [lambda frames: TF.adjust_brightness(frames, brightness),
-                   lambda frames: TF.adjust_contrast(frames, contrast),
-                   lambda frames: TF.adjust_saturation(frames, saturation),
-                   lambda frames: TF.adjust_hue(frames, hue)]
-    for index in torch.randperm(len(adjustments), generator=generator).tolist():
+    order = tuple(torch.randperm(4, generator=generator).tolist())
+    return ClipJitter(brightness, contrast, saturation, hue, order)
+
+
+def apply_clip_jitter(clip: torch.Tensor, jitter: ClipJitter) -> torch.Tensor:
+    """``jitter`` applied to every frame of ``clip`` ``[T, 3, H, W]`` alike; never greyed.
+    Contrast still blends each frame with its own mean grey, as DPC's per-image transform does."""
+    adjustments = [lambda frames: TF.adjust_brightness(frames, jitter.brightness),
+                   lambda frames: TF.adjust_contrast(frames, jitter.contrast),
+                   lambda frames: TF.adjust_saturation(frames, jitter.saturation),
+                   lambda frames: TF.adjust_hue(frames, jitter.hue)]
+    for index in jitter.order:
         clip = adjustments[index](clip)
     return clip.clamp(0, 1)
 
@@ -281,30 +326,74 @@ def crop_resize(clip: torch.Tensor, box: tuple[int, int, int, int], size: int) -
     return TF.resized_crop(clip, top, left, h, w, [size, size], antialias=True)
 
 
+@dataclass(frozen=True)
+class ViewDraws:
+    """Every random choice of one view of a sample (draw_view), made before any pixel is
+    touched, so that the CPU loader and the device loader apply the same ones: the crop box
+    (top, left, h, w), the flip, and rgb's colour jitter (``frame_jitter``, pretraining's
+    per-frame factors ``[T, 5]``; ``clip_jitter``, fine-tuning's, when drawn)."""
+    box: tuple[int, int, int, int]
+    flip: bool = False
+    frame_jitter: torch.Tensor | None = None
+    clip_jitter: ClipJitter | None = None
+
+
+def draw_view(view: str, height: int, width: int, num_frames: int, generator: torch.Generator | None,
+              augmentation: str = "pretrain", color_jitter: float = 0.3, center_crop: float = 1.0,
+              test_crop: int = 0) -> ViewDraws:
+    """The draws of one view of a sample whose stored frames are ``height`` x ``width``, in
+    this order: the crop box (crop_box: how many numbers it takes depends on the frame size),
+    then, except for flow (a flip would have to negate u), the flip, then for rgb the colour
+    jitter, per frame for ``augmentation`` "pretrain" (draw_frame_jitter), once per clip with
+    probability ``color_jitter`` for "finetune" (draw_clip_jitter). ``generator`` None
+    (testing): nothing random, test crop ``test_crop`` of the ten of ``center_crop`` times the
+    short side (test_crop_box; 0 is the central square), flipped for 5-9."""
+    if augmentation not in AUGMENTATIONS:
+        raise ValueError(f"augmentation {augmentation!r} is not one of {AUGMENTATIONS}")
+    if generator is None:
+        return ViewDraws(*test_crop_box(height, width, center_crop, test_crop))
+    box = crop_box(height, width, generator, center_crop)
+    if view == "flow":
+        return ViewDraws(box)
+    flip = bool(torch.rand((), generator=generator) < 0.5)
+    if view != "rgb":
+        return ViewDraws(box, flip)
+    if augmentation == "pretrain":
+        return ViewDraws(box, flip, frame_jitter=draw_frame_jitter(num_frames, generator))
+    return ViewDraws(box, flip, clip_jitter=draw_clip_jitter(generator, color_jitter))
+
+
+def crop_and_flip(view: str, clip: torch.Tensor, size: int, draws: ViewDraws) -> torch.Tensor:
+    """``clip`` ``[T, C, H, W]`` (uint8 rgb or float, on any device) cropped to the drawn box,
+    resized to ``size`` (crop_resize) and flipped when drawn, as each view must be (flip_view)."""
+    clip = crop_resize(clip, draws.box, size)
+    return flip_view(view, clip) if draws.flip else clip
+
+
+def apply_draws(view: str, clip: torch.Tensor, size: int, draws: ViewDraws) -> torch.Tensor:
+    """``clip`` ``[T, C, H, W]`` augmented as ``draws`` say: crop_and_flip, then rgb's jitter."""
+    clip = crop_and_flip(view, clip, size, draws)
+    if draws.frame_jitter is not None:
+        clip = apply_frame_jitter(clip, draws.frame_jitter.to(clip.device))
+    elif draws.clip_jitter is not None:
+        clip = apply_clip_jitter(clip, draws.clip_jitter)
+    return clip
+
+
 def augment(view: str, clip: torch.Tensor, size: int, generator: torch.Generator | None,
-            augmentation: str = "pretrain", color_jitter: float = 0.3, center_crop: float = 1.0) -> torch.Tensor:
+            augmentation: str = "pretrain", color_jitter: float = 0.3, center_crop: float = 1.0,
+            test_crop: int = 0) -> torch.Tensor:
     """Crop and resize ``clip`` ``[T, C, H, W]`` (float in [0, 1], or uint8 as clip_tensor gives
     rgb) to ``size`` (crop_resize; the same box for the whole clip), then per view: rgb is
     flipped for the whole clip and colour-jittered, frame by frame with greying for
-    ``augmentation`` "pretrain", once per clip with probability
-    ``color_jitter`` for "finetune" (see jitter_frames, jitter_clip); flow gets the crop
-    only (a flip would have to negate u); pose and seg are flipped, pose swapping its left
-    and right keypoints. ``generator`` None: the central square of ``center_crop`` times
-    the short side, nothing random (testing)."""
-    if augmentation not in AUGMENTATIONS:
-        raise ValueError(f"augmentation {augmentation!r} is not one of {AUGMENTATIONS}")
-    clip = crop_resize(clip, crop_box(clip.shape[-2], clip.shape[-1], generator, center_crop), size)
-    if generator is None or view == "flow":
-        return clip
-    if torch.rand((), generator=generator) < 0.5:
-        clip = TF.hflip(clip)
-        if view == "pose":
-            clip = clip[:, list(POSE_FLIP_ORDER)]
-    if view == "rgb" and augmentation == "pretrain":
-        clip = jitter_frames(clip, generator)
-    elif view == "rgb":
-        clip = jitter_clip(clip, generator, color_jitter)
-    return clip
+    ``augmentation`` "pretrain", once per clip with probability ``color_jitter`` for
+    "finetune"; flow gets the crop only; pose and seg are flipped, pose swapping its left and
+    right keypoints. The draws come from ``generator`` in draw_view's order. ``generator``
+    None: nothing random, the central square of ``center_crop`` times the short side
+    (testing), or with ``test_crop`` another of the ten test crops (test_crop_box) of that size."""
+    draws = draw_view(view, clip.shape[-2], clip.shape[-1], len(clip), generator, augmentation, color_jitter,
+                      center_crop, test_crop)
+    return apply_draws(view, clip, size, draws)
 
 
 def normalize(view: str, clip: torch.Tensor, inplace: bool = False) -> torch.Tensor:
@@ -324,15 +413,18 @@ class ClipDataset(torch.utils.data.Dataset):
     ``train``: one random window per video and epoch, augmented as ``augmentation`` says
     ("pretrain" or "finetune", with ``color_jitter`` its probability of jittering a clip;
     see ``augment``); index it with (epoch, item). Otherwise every dense test window
-    (``dense_starts``) is an item, cropped to the central square of ``center_crop`` times
-    the short side and not augmented.
+    (``dense_starts``) is cut ``test_crops`` times (1: the central square of ``center_crop``
+    times the short side; 5 and 10: test_crop_box), each cut an item, not augmented.
     """
 
     def __init__(self, videos: list[VideoRef], views_dir: str | os.PathLike, views: list[str],
                  sizes: dict[str, int], spec: ClipSpec, train: bool, seed: int = 0,
-                 augmentation: str = "pretrain", color_jitter: float = 0.3, center_crop: float = 1.0):
+                 augmentation: str = "pretrain", color_jitter: float = 0.3, center_crop: float = 1.0,
+                 test_crops: int = 1):
         if not videos:
             raise ValueError("ClipDataset: no videos to sample from")
+        if test_crops not in TEST_CROPS or (train and test_crops != 1):
+            raise ValueError(f"ClipDataset: test_crops {test_crops} is not one of {TEST_CROPS} (1 for training)")
         if augmentation not in AUGMENTATIONS:
             raise ValueError(f"ClipDataset: augmentation {augmentation!r} is not one of {AUGMENTATIONS}")
         if not 0 < center_crop <= 1:
@@ -347,6 +439,7 @@ class ClipDataset(torch.utils.data.Dataset):
         self.augmentation = augmentation
         self.color_jitter = color_jitter
         self.center_crop = center_crop
+        self.test_crops = test_crops
         if train:
             self.items = [(index, None) for index in range(len(videos))]
         else:
@@ -360,7 +453,7 @@ class ClipDataset(torch.utils.data.Dataset):
         return {**self.__dict__, "_readers": {}, "_pid": None}
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.items) * self.test_crops
 
     def reader(self, view: str, shard: str) -> ShardReader:
         """The open reader of a view shard, one per process: h5py handles do not survive a fork."""
@@ -371,10 +464,14 @@ class ClipDataset(torch.utils.data.Dataset):
             self._readers[key] = ShardReader(self.views_dir / view / f"{shard}.h5", view=view)
         return self._readers[key]
 
-    def __getitem__(self, key: int | tuple[int, int]) -> dict:
-        """``key``: an item, or (epoch, item) for training, so that persistent worker
-        processes get the epoch with each request (see EpochSampler)."""
+    def window(self, key: int | tuple[int, int]) -> tuple[int, int, int, np.ndarray, torch.Generator | None]:
+        """Sample ``key``'s video index, window start, test crop (0 for training) and frame
+        indices, and its generator after the start draw, from which every other draw of the
+        sample comes (None for a test window: nothing random). ``key``: an item, or (epoch,
+        item) for training, so that persistent worker processes get the epoch with each
+        request (see EpochSampler)."""
         epoch, item = key if isinstance(key, tuple) else (0, key)
+        item, crop = divmod(item, self.test_crops)
         video_index, start = self.items[item]
         video = self.videos[video_index]
         generator = None
@@ -382,20 +479,39 @@ class ClipDataset(torch.utils.data.Dataset):
             generator = torch.Generator().manual_seed(sample_seed(self.seed, epoch, item))
             room = usable_frames(video.num_frames) - self.spec.span
             start = int(torch.randint(0, room + 1, (), generator=generator)) if room > 0 else 0
-        indices = window_indices(video.num_frames, self.spec, start)
-        sample = {"label": video.label_index, "video": video_index, "start": start}
-        spec = self.spec
-        for view in self.views:
-            frames = self.reader(view, video.shard).read_frames(video.video_id, indices)
-            clip = augment(view, clip_tensor(view, frames), self.sizes[view], generator, self.augmentation,
-                           self.color_jitter, self.center_crop)
-            clip = normalize(view, clip, inplace=True)  # the clip augment made: no one else holds it
-            frames_count, channels, height, width = clip.shape
-            assert frames_count == spec.num_frames and channels == VIEW_CHANNELS[view], clip.shape
-            # [N*K, C, H, W] -> [N, C, K, H, W]: blocks of K consecutive sampled frames
-            blocks = clip.reshape(spec.num_blocks, spec.block_length, channels, height, width).transpose(1, 2)
-            sample[view] = blocks.contiguous()
+        return video_index, start, crop, window_indices(video.num_frames, self.spec, start), generator
+
+    def sample_draws(self, frame_sizes: dict[str, tuple[int, int]], generator: torch.Generator | None,
+                     crop: int = 0) -> dict[str, ViewDraws]:
+        """Every draw of a sample after its window start, in the one order that ClipDataset
+        and the device loader (cocon.data.device_clips) share: view by view in ``views``
+        order, each view's draw_view (crop box, flip, rgb's jitter; for a test window, its
+        test crop ``crop``). ``frame_sizes``: each view's stored (height, width), on which
+        its crop box depends."""
+        return {view: draw_view(view, *frame_sizes[view], self.spec.num_frames, generator, self.augmentation,
+                                self.color_jitter, self.center_crop, crop) for view in self.views}
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        video_index, start, crop, indices, generator = self.window(key)
+        video = self.videos[video_index]
+        sample = {"label": video.label_index, "video": video_index, "start": start, "crop": crop}
+        stored = {view: clip_tensor(view, self.reader(view, video.shard).read_frames(video.video_id, indices))
+                  for view in self.views}
+        draws = self.sample_draws({view: tuple(clip.shape[-2:]) for view, clip in stored.items()}, generator, crop)
+        for view, clip in stored.items():
+            clip = apply_draws(view, clip, self.sizes[view], draws[view])
+            clip = normalize(view, clip, inplace=True)  # the clip apply_draws made: no one else holds it
+            assert clip.shape[:2] == (self.spec.num_frames, VIEW_CHANNELS[view]), clip.shape
+            sample[view] = to_blocks(clip, self.spec)
         return sample
+
+
+def to_blocks(frames: torch.Tensor, spec: ClipSpec) -> torch.Tensor:
+    """Sampled frames ``[..., N*K, C, H, W]`` as blocks ``[..., N, C, K, H, W]`` of K consecutive frames."""
+    *lead, count, channels, height, width = frames.shape
+    assert count == spec.num_frames, (count, spec)
+    blocks = frames.reshape(*lead, spec.num_blocks, spec.block_length, channels, height, width)
+    return blocks.transpose(-4, -3).contiguous()
 
 
 class EpochSampler(torch.utils.data.Sampler):

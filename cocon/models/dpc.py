@@ -62,7 +62,9 @@ class DPC(nn.Module):
                 nn.init.zeros_(param)
 
     def _l2_normalized(self, x, dim):
-        return F.normalize(x, p=2, dim=dim) if self.normalize else x
+        # in float32 under bf16 autocast too (CPU autocast would keep bfloat16): the
+        # normalised features feed cosines that the temperature scales up to about 200
+        return F.normalize(x.float(), p=2, dim=dim) if self.normalize else x
 
     def _aggregator_input(self, z):
         return z if self.normalize else F.relu(z)
@@ -110,7 +112,18 @@ class DPC(nn.Module):
 
     def context(self, blocks):
         """Context after g has read every block of `blocks` `[B, N, C, K, H, W]`:
-        `[B, hidden, S, S]`, the feature that fine-tuning builds on."""
-        z = self.encode(blocks)
-        context = self.aggregator(self._aggregator_input(z))
-        return self._l2_normalized(context, dim=1)
+        `[B, hidden, S, S]`, the feature that fine-tuning builds on.
+
+        In DPC mode this is the forward of DPC's fine-tuning model (LC, `eval/model_3d_lc.py`):
+        the ReLU of the encoder output comes before the mean over time, where pretraining
+        takes the mean first (`dpc/model_3d.py`). The two orders differ wherever a location's
+        features change sign over time, and a DPC encoder is fine-tuned and tested as DPC
+        runs it. CoCon mode reads the L2-normalised z of pretraining, as `forward` does."""
+        if self.normalize:
+            return self._l2_normalized(self.aggregator(self.encode(blocks)), dim=1)
+        if blocks.dim() != 6:
+            raise ValueError(f"expected [B, N, C, K, H, W], got shape {tuple(blocks.shape)}")
+        batch, num_blocks, channels, frames, height, width = blocks.shape
+        features = F.relu(self.encoder(blocks.reshape(batch * num_blocks, channels, frames, height, width)))
+        z = features.mean(dim=2)
+        return self.aggregator(z.reshape(batch, num_blocks, *z.shape[1:]))

@@ -48,11 +48,16 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:
         raise ValueError(f"{path}: not a readable checkpoint ({error})") from error
 
 
+# keys added after states were written, with the default that behaves as before they existed
+LATER_KEYS = {"nodes": 1, "loader": "cpu", "precision": "auto"}
+
+
 def fingerprint_settings(settings: dict) -> dict:
     """The settings of a training section that its state depends on: not how often the state
-    is saved nor how long a collective waits; nodes only beyond one (so that a state written
-    before the key existed still resumes)."""
-    skipped = {"checkpoint_minutes", "collective_timeout"} | ({"nodes"} if settings.get("nodes", 1) == 1 else set())
+    is saved nor how long a collective waits; keys added later (LATER_KEYS) only when they are
+    not at their default, so that a state written before the key existed still resumes."""
+    skipped = {"checkpoint_minutes", "collective_timeout"} | {key for key, default in LATER_KEYS.items()
+                                                             if settings.get(key, default) == default}
     return {key: value for key, value in settings.items() if key not in skipped}
 
 
@@ -142,3 +147,34 @@ def view_model(path: str | os.PathLike, view: str) -> dict:
     if state["model_config"]["view"] != view:
         raise ValueError(f"{path}: a {state['model_config']['view']} model, not {view}")
     return state
+
+
+def allowed_missing(key: str, predictor: str = "stored", bn_statistics: str = "stored") -> bool:
+    """Whether a view checkpoint may lack the model's ``key``: the predictor when it says it has
+    none (``predictor: absent``, an imported fine-tuned DPC file), the BatchNorm running
+    statistics when it says it has none (``bn_statistics: absent``, an imported DPC
+    pretraining file), and ``num_batches_tracked`` (a counter PyTorch added in 0.4.1, read only
+    by cumulative averaging, which recalibration restarts)."""
+    if key.startswith("predictor."):
+        return predictor == "absent"
+    if key.endswith(".num_batches_tracked"):
+        return True
+    return bn_statistics == "absent" and key.endswith((".running_mean", ".running_var"))
+
+
+def load_weights(model: torch.nn.Module, chosen: dict, path: str | os.PathLike) -> None:
+    """Load a view model of ``view_model`` into ``model``: every key, except what the checkpoint
+    says it lacks (``allowed_missing``), which stays as the model was built. A caller that
+    runs the model in eval mode recalibrates the statistics when ``needs_recalibration``."""
+    predictor, statistics = chosen.get("predictor", "stored"), chosen.get("bn_statistics", "stored")
+    missing, unexpected = model.load_state_dict(chosen["model"], strict=False)
+    missing = [key for key in missing if not allowed_missing(key, predictor, statistics)]
+    if missing or unexpected:
+        raise ValueError(f"{path}: the checkpoint does not fit the model it describes: missing {missing[:6]}, "
+                         f"unexpected {unexpected[:6]}")
+
+
+def needs_recalibration(chosen: dict) -> bool:
+    """Whether a view model of ``view_model`` lacks BatchNorm running statistics (an imported
+    DPC pretraining file): eval mode would normalise with the initial mean 0 and variance 1."""
+    return chosen.get("bn_statistics", "stored") == "absent"

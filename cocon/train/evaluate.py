@@ -4,6 +4,7 @@ accuracy and confusion matrices."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import jsonschema
@@ -14,7 +15,10 @@ from cocon.data.manifest import read_manifest
 from cocon.experiments import VIEW_ORDER, parse_init
 from cocon.train.finetune import accuracy
 
-ROW_NAMES = {"random": "Random", "cpc": "CPC", "cocon": "CoCon", "cpc+sim": "CPC + sim", "cpc+sync": "CPC + sync"}
+log = logging.getLogger(__name__)
+
+ROW_NAMES = {"random": "Random", "cpc": "CPC", "cocon": "CoCon", "cpc+sim": "CPC + sim", "cpc+sync": "CPC + sync",
+             "external": "Released weights"}
 VIEW_COLUMNS = ["rgb", "flow", "pose", "seg", "ensemble"]
 
 
@@ -27,6 +31,38 @@ def init_order(name: str) -> tuple:
 def load_scores(path) -> dict:
     with np.load(path) as data:
         return {key: data[key] for key in data.files}
+
+
+def clip_scores(data: dict, what: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """A scores file's clip-level softmax ``[windows, classes]`` (each dense window on its own,
+    averaged over its crops) and each window's label; None for a file written before they
+    were kept."""
+    if "clip_scores" not in data:
+        log.warning("%s: the scores file has no clip-level scores (written before they were kept): "
+                    "clip-level accuracy is not reported", what)
+        return None
+    return data["clip_scores"], data["labels"][data["clip_videos"]]
+
+
+def _clip_metrics(clips: tuple[np.ndarray, np.ndarray] | None, num_classes: int) -> dict:
+    if clips is None:
+        return {"clip_top1": None, "clip_top5": None}
+    scores, labels = clips
+    return {"clip_top1": accuracy(scores, labels, 1), "clip_top5": accuracy(scores, labels, min(5, num_classes))}
+
+
+def _fused_clips(loaded: dict[str, dict], weights: dict[str, float], what: str):
+    """The ensemble's clip-level scores: the weighted sum per window, where every view cut the
+    same windows (views of models with other clip geometries do not: None)."""
+    clips = {view: clip_scores(data, f"{what} {view}") for view, data in loaded.items()}
+    if any(value is None for value in clips.values()):
+        return None
+    reference = next(iter(loaded.values()))
+    for data in loaded.values():
+        if not (np.array_equal(data["clip_videos"], reference["clip_videos"])
+                and np.array_equal(data["clip_starts"], reference["clip_starts"])):
+            return None
+    return sum(weights[view] * clips[view][0] for view in loaded), next(iter(clips.values()))[1]
 
 
 def _metrics(scores: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
@@ -52,27 +88,45 @@ def build_report(dataset: dict, split: int, manifest_path, entries: dict[tuple[s
 
     def row(init_name: str, view: str, metrics: dict, **fields) -> dict:
         init = parse_init(init_name)
+        external = next((entry["external"] for (name, _), entry in entries.items()
+                         if name == init_name and entry.get("external")), None)
         return {"init": init_name, "method": init.method, "view_set": list(init.views) or None,
-                "pretrained_on": init.source, "view": view, "top1": metrics["top1"], "top5": metrics["top5"],
-                "top1_std": 0.0, "top5_std": 0.0,
-                "per_split": [{"split": split, "top1": metrics["top1"], "top5": metrics["top5"]}], **fields}
+                "pretrained_on": None if external else init.source, "view": view, "top1": metrics["top1"],
+                "top5": metrics["top5"], "top1_std": 0.0, "top5_std": 0.0, "clip_top1": metrics["clip_top1"],
+                "clip_top5": metrics["clip_top5"],
+                "per_split": [{"split": split, "top1": metrics["top1"], "top5": metrics["top5"]}],
+                **({"external": external} if external else {}), **fields}
 
+    def detail(metrics: dict, **fields) -> dict:
+        return {"video_top1": metrics["top1"], "video_top5": metrics["top5"], "clip_top1": metrics["clip_top1"],
+                "clip_top5": metrics["clip_top5"], **fields, "per_class_top1": metrics["per_class"],
+                "confusion": metrics["confusion"]}
+
+    weights = dataset["finetune"]["ensemble_weights"]
     for (init, view), data in sorted(loaded.items(), key=lambda item: (init_order(item[0][0]), item[0][1])):
-        metrics = _metrics(data["scores"], data["labels"], num_classes)
-        details[f"{init}/{view}"] = {"per_class_top1": metrics["per_class"], "confusion": metrics["confusion"]}
+        clips = clip_scores(data, f"{init} {view}")
+        metrics = {**_metrics(data["scores"], data["labels"], num_classes), **_clip_metrics(clips, num_classes)}
+        details[f"{init}/{view}"] = detail(metrics, num_test_videos=int(len(data["labels"])),
+                                           num_test_windows=int(data["windows"]),
+                                           crops_per_window=int(data["crops"]) if "crops" in data else 1)
         results.append(row(init, view, metrics, num_test_videos=int(len(data["labels"])),
                            num_test_windows=int(data["windows"]), checkpoint=entries[(init, view)]["checkpoint"]))
     inits = sorted({init for init, _ in loaded}, key=init_order)
     views_of = {init: [view for view in VIEW_ORDER if (init, view) in loaded] for init in inits}
+
+    def fused_metrics(init: str, views) -> tuple[dict, np.ndarray]:
+        by_view = {view: loaded[(init, view)] for view in views}
+        fused, labels = fuse(by_view, weights, init)
+        metrics = {**_metrics(fused, labels, num_classes),
+                   **_clip_metrics(_fused_clips(by_view, weights, init), num_classes)}
+        return metrics, labels
+
     for init in inits:
         views = views_of[init]
-        fused, labels = fuse({view: loaded[(init, view)] for view in views},
-                             dataset["finetune"]["ensemble_weights"], init)
-        metrics = _metrics(fused, labels, num_classes)
-        details[f"{init}/ensemble"] = {"per_class_top1": metrics["per_class"], "confusion": metrics["confusion"],
-                                       "views": views}
+        metrics, labels = fused_metrics(init, views)
+        details[f"{init}/ensemble"] = detail(metrics, views=views)
         results.append(row(init, "ensemble", metrics, views=views,
-                           weights={view: dataset["finetune"]["ensemble_weights"][view] for view in views},
+                           weights={view: weights[view] for view in views},
                            num_test_videos=int(len(labels)), num_test_windows=None, checkpoint=None))
     # the ensemble of every other initialisation over each joint method's views, so that a
     # joint method's ensemble is compared with CPC's over the same views (per-class gains)
@@ -82,11 +136,8 @@ def build_report(dataset: dict, split: int, manifest_path, entries: dict[tuple[s
             key = ensemble_key(init, views)
             if key in details or tuple(views_of[init]) == views or not set(views) <= set(views_of[init]):
                 continue
-            fused, labels = fuse({view: loaded[(init, view)] for view in views},
-                                 dataset["finetune"]["ensemble_weights"], init)
-            metrics = _metrics(fused, labels, num_classes)
-            details[key] = {"per_class_top1": metrics["per_class"], "confusion": metrics["confusion"],
-                            "views": list(views)}
+            metrics, _ = fused_metrics(init, views)
+            details[key] = detail(metrics, views=list(views))
     document = {"dataset": dataset["name"], "splits": [split], "num_classes": num_classes,
                 "config_hash": config_hash({key: dataset[key] for key in ("pretrain", "finetune")}),
                 "results": results}
@@ -130,6 +181,8 @@ def summarize_splits(documents: list[dict]) -> dict:
             values = [row[metric] for row in rows]
             summary[metric] = float(np.mean(values))
             summary[f"{metric}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+            clip_values = [row.get(f"clip_{metric}") for row in rows]
+            summary[f"clip_{metric}"] = None if None in clip_values else float(np.mean(clip_values))
         summary["per_split"] = [entry for row in rows for entry in row["per_split"]]
         summary["checkpoints"] = [row.get("checkpoint") for row in rows]
         summary["num_test_videos"] = int(sum(row["num_test_videos"] for row in rows))
@@ -141,6 +194,9 @@ def summarize_splits(documents: list[dict]) -> dict:
 
 
 def _row_label(result: dict) -> str:
+    if result["method"] == "external":
+        external = result["external"]
+        return f"Released weights: {external.get('label') or external['name']}"
     label = ROW_NAMES[result["method"]]
     if result["view_set"]:
         label += f" ({'+'.join(result['view_set'])})"
@@ -170,6 +226,24 @@ def table3_markdown(document: dict) -> str:
                 cells.append(f"{100 * result['top1']:.1f}")
         first = next(row for row in document["results"] if row["init"] == init)
         lines.append(f"| {_row_label(first)} | " + " | ".join(cells) + " |")
+    lines += ["", "Clip-level top-1 (%): every dense test window scored on its own (softmax averaged over its "
+              f"crops){', mean over the splits' if several else ''}; many papers report this one instead. "
+              "\"n/a\": scores without clip-level entries, or an ensemble of views cut into other windows.", "",
+              "| initialisation | " + " | ".join(VIEW_COLUMNS) + " |", "|---" * (len(VIEW_COLUMNS) + 1) + "|"]
+    for init in inits:
+        cells = []
+        for view in VIEW_COLUMNS:
+            result = by_key.get((init, view))
+            value = None if result is None else result.get("clip_top1")
+            cells.append("—" if result is None else ("n/a" if value is None else f"{100 * value:.1f}"))
+        first = next(row for row in document["results"] if row["init"] == init)
+        lines.append(f"| {_row_label(first)} | " + " | ".join(cells) + " |")
+    released = {row["init"]: row["external"] for row in document["results"] if row.get("external")}
+    if released:
+        lines.append("")
+        lines += [f"- `{init}`: released weights, not pretrained here: `{external['path']}`"
+                  + (f" ({external['format']})" if external.get("format") else "")
+                  for init, external in released.items()]
     lines += ["", f"Config hash `{document['config_hash']}`. The paper's numbers are beside ours in paper.md."]
     return "\n".join(lines) + "\n"
 

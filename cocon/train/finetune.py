@@ -40,15 +40,18 @@ from tqdm import tqdm
 
 from cocon.config import config_hash
 from cocon.data.clips import ClipDataset, ClipSpec, EpochSampler, split_videos
+from cocon.data.loader import ClipBatches
 from cocon.data.manifest import read_manifest
 from cocon.models import Classifier
 from cocon.train import checkpoints, launch as launching
+from cocon.train.batchnorm import batchnorm_layers, recalibrate_statistics
 from cocon.train.distributed import (
     Runtime, all_gather_objects, average, average_tensors, barrier, setup, shutdown,
 )
 from cocon.train.history import tensorboard, write_metrics
 from cocon.train.preemption import StepCheckpoints, StopSignals, ignore_stop_signals
-from cocon.train.pretrain import NonFiniteLossError, build_model
+from cocon.train.pretrain import LOG_EVERY_STEPS, NonFiniteLossError, build_model, model_config
+from cocon.train.step_metrics import StepMetrics
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +74,31 @@ class FinetuneJob:
     threads: int | None = None
 
 
+@dataclass
+class Start:
+    """What fine-tuning starts from: the pretrained (or random) model, the config it was built
+    from (backbone, width, normalize, input size, clip geometry), and whether its BatchNorm
+    layers lack running statistics (an imported DPC pretraining file)."""
+
+    backbone: nn.Module
+    model_config: dict
+    without_statistics: bool
+
+
+def starting_point(dataset: dict, view: str, checkpoint: str | None) -> Start:
+    """The model of ``checkpoint``, built from the checkpoint's own config, whatever the
+    dataset's ``pretrain`` section says (that section configures this dataset's own pretraining
+    and the random initialisation); without a checkpoint, a random model of that section."""
+    if not checkpoint:
+        return Start(build_model(dataset["pretrain"], view), model_config(dataset["pretrain"], view), False)
+    chosen = checkpoints.view_model(checkpoint, view)
+    backbone = build_model(chosen["model_config"], view)
+    checkpoints.load_weights(backbone, chosen, checkpoint)
+    return Start(backbone, dict(chosen["model_config"]), checkpoints.needs_recalibration(chosen))
+
+
 def build_classifier(dataset: dict, view: str, num_classes: int, checkpoint: str | None) -> Classifier:
-    backbone = build_model(dataset["pretrain"], view)
-    if checkpoint:
-        backbone.load_state_dict(checkpoints.view_model(checkpoint, view)["model"])
-    return Classifier(backbone, num_classes, dataset["finetune"]["dropout"])
+    return Classifier(starting_point(dataset, view, checkpoint).backbone, num_classes, dataset["finetune"]["dropout"])
 
 
 def freeze(model: Classifier, modules: list[str]) -> list[nn.Module]:
@@ -97,7 +120,6 @@ def set_train_mode(model: Classifier, frozen: list[nn.Module]) -> None:
         module.eval()
 
 
-@torch.no_grad()
 def recalibrate_batchnorm(model: Classifier, loader, view: str, device: torch.device, frozen: list[nn.Module],
                           max_batches: int, runtime: Runtime) -> None:
     """Recompute BatchNorm running statistics as plain averages over training batches with
@@ -107,47 +129,58 @@ def recalibrate_batchnorm(model: Classifier, loader, view: str, device: torch.de
     at chance with these lagging statistics, 100% after recalibration). Under DDP each
     process reads its own share of the batches, and the statistics are averaged over all."""
     frozen_ids = {id(module) for frozen_module in frozen for module in frozen_module.modules()}
-    layers = [module for module in model.modules()
-              if isinstance(module, nn.modules.batchnorm._BatchNorm) and id(module) not in frozen_ids]
-    momenta = [layer.momentum for layer in layers]
-    for layer in layers:
-        layer.reset_running_stats()
-        layer.momentum = None  # cumulative average
+    layers = [layer for layer in batchnorm_layers(model) if id(layer) not in frozen_ids]
     set_train_mode(model, frozen)
-    for index, batch in enumerate(loader):
-        if index == max_batches:
-            break
-        model(batch[view].to(device))
-    for layer, momentum in zip(layers, momenta):
-        layer.momentum = momentum
-        # under DDP: the mean over every process's batches (each process read as many)
-        average_tensors([layer.running_mean, layer.running_var], runtime)
+    recalibrate_statistics(layers, loader, lambda batch: model(batch[view].to(device)), max_batches)
+    # under DDP: the mean over every process's batches (each process read as many)
+    average_tensors([tensor for layer in layers for tensor in (layer.running_mean, layer.running_var)], runtime)
+
+
+@dataclass
+class DenseScores:
+    """Test softmax of a ClipDataset: per video, averaged over its dense windows and their
+    crops (video-level), and per window, averaged over its crops (clip-level)."""
+
+    videos: np.ndarray        # [videos, classes]
+    clips: np.ndarray         # [windows, classes]
+    clip_videos: np.ndarray   # [windows]: the video of each window (index into the dataset's videos)
+    clip_starts: np.ndarray   # [windows]: its first frame
 
 
 @torch.no_grad()
 def dense_scores(model: Classifier, dataset: ClipDataset, num_videos: int, batch_size: int,
-                 runtime: Runtime) -> tuple[np.ndarray, int]:
-    """Softmax averaged over each video's dense windows, ``[num_videos, classes]``, and the
-    number of windows. Under DDP each process scores its share of the videos, every
-    world_size-th (``dataset`` holds this process's share: ``shard(videos, runtime)``), and
-    every process gets all the scores."""
+                 runtime: Runtime, loader: str = "cpu") -> DenseScores:
+    """The softmax of every item of ``dataset`` (each crop of each dense window), averaged per
+    window and per video (every crop of every window weighs the same), the clips made as
+    ``loader`` (finetune.loader) says. Under DDP each process scores its share of the videos,
+    every world_size-th (``dataset`` holds this process's share: ``shard(videos, runtime)``),
+    and every process gets all the scores."""
     model.eval()
     # its own generator: a draw from the global one would shift dropout after a resume
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, generator=torch.Generator())
-    sums: dict[int, torch.Tensor] = {}
-    counts: dict[int, int] = {}
+    batches = ClipBatches(dataset, loader, runtime.device, batch_size=batch_size, shuffle=False,
+                          generator=torch.Generator())
+    sums: dict[tuple[int, int], torch.Tensor] = {}
+    counts: dict[tuple[int, int], int] = {}
     view = dataset.views[0]
-    for batch in loader:
-        probabilities = torch.softmax(model(batch[view].to(runtime.device)).float(), dim=1).cpu()
-        for video, row in zip(batch["video"].tolist(), probabilities):
-            sums[video] = sums.get(video, 0) + row
-            counts[video] = counts.get(video, 0) + 1
-    scores = torch.stack([sums[index] / counts[index] for index in range(len(dataset.videos))]).numpy()
-    shares = all_gather_objects((scores, len(dataset)), runtime)
-    everything = np.empty((num_videos, scores.shape[1]), dtype=scores.dtype)
-    for rank, (share, _) in enumerate(shares):
-        everything[rank::runtime.world_size] = share
-    return everything, sum(windows for _, windows in shares)
+    for batch in batches:
+        probabilities = torch.softmax(model(batch[view]).float(), dim=1).cpu()
+        for video, start, row in zip(batch["video"].tolist(), batch["start"].tolist(), probabilities):
+            sums[(video, start)] = sums.get((video, start), 0) + row
+            counts[(video, start)] = counts.get((video, start), 0) + 1
+    windows = sorted(sums)
+    share = (torch.stack([sums[window] / counts[window] for window in windows]).numpy(),
+             np.array([video for video, _ in windows]), np.array([start for _, start in windows]))
+    shares = all_gather_objects(share, runtime)
+    # the i-th video of rank r's share is video r + i * world_size of all
+    clip_videos = np.concatenate([rank + videos * runtime.world_size for rank, (_, videos, _) in enumerate(shares)])
+    clips = np.concatenate([scores for scores, _, _ in shares])
+    clip_starts = np.concatenate([starts for _, _, starts in shares])
+    order = np.lexsort((clip_starts, clip_videos))
+    clips, clip_videos, clip_starts = clips[order], clip_videos[order], clip_starts[order]
+    per_video = np.zeros((num_videos, clips.shape[1]), dtype=clips.dtype)
+    np.add.at(per_video, clip_videos, clips)
+    per_video /= np.maximum(np.bincount(clip_videos, minlength=num_videos), 1)[:, None]
+    return DenseScores(per_video, clips, clip_videos, clip_starts)
 
 
 def shard(videos: list, runtime: Runtime) -> list:
@@ -160,13 +193,27 @@ def accuracy(scores: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
     return float((top == labels[:, None]).any(axis=1).mean())
 
 
-def save_scores(path, scores: np.ndarray, labels: np.ndarray, video_ids: list[str], windows: int) -> None:
+def save_scores(path, scores: DenseScores, labels: np.ndarray, video_ids: list[str], crops: int) -> None:
+    """The test scores file: video-level ``scores`` ``[videos, classes]`` with their ``labels`` and
+    ``video_ids``, the number of dense ``windows``, the ``crops`` per window, and clip-level
+    ``clip_scores`` ``[windows, classes]`` with ``clip_videos`` (index into video_ids) and
+    ``clip_starts``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as handle:
-        np.savez(handle, scores=scores, labels=labels, video_ids=np.array(video_ids), windows=windows)
+        np.savez(handle, scores=scores.videos, labels=labels, video_ids=np.array(video_ids),
+                 windows=len(scores.clips), crops=crops, clip_scores=scores.clips, clip_videos=scores.clip_videos,
+                 clip_starts=scores.clip_starts)
     tmp.replace(path)
+
+
+def _non_finite(epoch: int, state_path: Path):
+    """The error StepMetrics raises for a step whose loss was not finite."""
+    def error(step: int, values: dict[str, float]) -> NonFiniteLossError:
+        return NonFiniteLossError(f"epoch {epoch} step {step}: cross-entropy {values['cross-entropy']} is not "
+                                  f"finite; the last good state is {state_path}")
+    return error
 
 
 def run_finetuning(job: FinetuneJob) -> None:
@@ -186,7 +233,6 @@ def launch(job: FinetuneJob) -> None:
 
 
 def _finetune(job: FinetuneJob, settings: dict, runtime: Runtime, signals: StopSignals) -> None:
-    model_settings = job.dataset["pretrain"]
     torch.manual_seed(settings["seed"])
     if job.threads:
         torch.set_num_threads(job.threads)
@@ -197,7 +243,9 @@ def _finetune(job: FinetuneJob, settings: dict, runtime: Runtime, signals: StopS
         raise ValueError(f"{job.manifest}: too few training videos to carve a validation part "
                          f"(finetune.val_fraction {settings['val_fraction']})")
     num_classes = 1 + max(row.label_index for row in read_manifest(job.manifest))
-    model = build_classifier(job.dataset, job.view, num_classes, job.checkpoint).to(device)
+    initial = starting_point(job.dataset, job.view, job.checkpoint)
+    model_settings = initial.model_config
+    model = Classifier(initial.backbone, num_classes, settings["dropout"]).to(device)
     frozen = freeze(model, settings["freeze"])
     trainable = [param for param in model.parameters() if param.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=settings["lr"], weight_decay=settings["weight_decay"])
@@ -216,24 +264,26 @@ def _finetune(job: FinetuneJob, settings: dict, runtime: Runtime, signals: StopS
     trained = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if runtime.distributed else model
     spec = ClipSpec(model_settings["num_blocks"], model_settings["block_length"], model_settings["frame_stride"])
-    sizes = model_settings["input_size"]
+    sizes = {job.view: model_settings["input_size"]}
     clips = ClipDataset(train, job.views_dir, [job.view], sizes, spec, train=True, seed=settings["seed"],
                         augmentation="finetune", color_jitter=settings["color_jitter"])
 
-    def dense_clips(videos):
+    def dense_clips(videos, test_crops=1):
         return ClipDataset(shard(videos, runtime), job.views_dir, [job.view], sizes, spec, train=False,
-                           center_crop=settings["center_crop"])
+                           center_crop=settings["center_crop"], test_crops=test_crops)
 
     val_clips = dense_clips(val)
 
     sampler = EpochSampler(len(clips), settings["batch_size"], settings["seed"], runtime.rank, runtime.world_size)
     workers = settings["workers"]
-    loader = torch.utils.data.DataLoader(clips, batch_size=settings["batch_size"], sampler=sampler,
-                                         num_workers=workers, persistent_workers=workers > 0, drop_last=True,
-                                         multiprocessing_context="forkserver" if workers > 0 else None,
-                                         # its own generator: iterating a loader draws from it, and a
-                                         # draw from the global one would shift dropout after a resume
-                                         generator=torch.Generator(), worker_init_fn=ignore_stop_signals)
+    # finetune.loader: clips made in the loader workers (cpu), or only read there and made on the device
+    loader = ClipBatches(clips, settings["loader"], device, batch_size=settings["batch_size"], sampler=sampler,
+                         num_workers=workers, persistent_workers=workers > 0, drop_last=True,
+                         pin_memory=device.type == "cuda",
+                         multiprocessing_context="forkserver" if workers > 0 else None,
+                         # its own generator: iterating a loader draws from it, and a
+                         # draw from the global one would shift dropout after a resume
+                         generator=torch.Generator(), worker_init_fn=ignore_stop_signals)
     steps_per_epoch = sampler.batches
     log.info("%s %s: %d train, %d val, %d test videos, %d steps per epoch; frozen: %s; epochs %d..%d, %d process(es) "
              "on %s", job.init, job.view, len(train), len(val), len(test), steps_per_epoch,
@@ -241,6 +291,14 @@ def _finetune(job: FinetuneJob, settings: dict, runtime: Runtime, signals: StopS
     if state and runtime.is_main:
         log.info("resuming at epoch %d, step %d of %d from %s", start_epoch, start_step, steps_per_epoch, state_path)
     val_labels = np.array([video.label_index for video in val])
+    log.info("model (%s): %s", "the checkpoint's config" if job.checkpoint else "pretrain section",
+             ", ".join(f"{key} {value}" for key, value in model_settings.items()))
+    if initial.without_statistics and frozen and state is None:
+        # a frozen encoder keeps its statistics for the whole run, and an imported DPC
+        # pretraining file has none: compute them once, on training clips, before training
+        log.info("%s has no BatchNorm running statistics: computing them for the frozen %s on %d training "
+                 "batches", job.checkpoint, ", ".join(settings["freeze"]), settings["bn_batches"])
+        recalibrate_batchnorm(model, loader, job.view, device, [], settings["bn_batches"], runtime)
     writer = tensorboard(job.state_dir) if runtime.is_main else None
     loss_function = nn.CrossEntropyLoss()
     step_checkpoints = StepCheckpoints(signals, runtime, settings["checkpoint_minutes"], state_path)
@@ -250,29 +308,39 @@ def _finetune(job: FinetuneJob, settings: dict, runtime: Runtime, signals: StopS
         set_train_mode(model, frozen)
         # a run resumed inside the epoch goes on with the sums of its steps so far
         resumed = state["local"] if state and epoch == start_epoch else {}
-        total, correct, seen = resumed.get("total", 0.0), resumed.get("correct", 0), resumed.get("seen", 0)
-        started, seconds_before = time.perf_counter(), resumed.get("seconds", 0.0)
+        seen, seconds_before = resumed.get("seen", 0), resumed.get("seconds", 0.0)
+        # no host sync inside a step: the loss and the correct count stay on the device until read
+        metrics = StepMetrics(device, LOG_EVERY_STEPS, _non_finite(epoch, state_path),
+                              {"loss": resumed["total"], "correct": resumed["correct"]} if resumed else None)
+        started = time.perf_counter()
         progress = tqdm(loader, desc=f"finetune {job.init} {job.view} epoch {epoch}", mininterval=10,
                         disable=not runtime.is_main, initial=first_step, total=steps_per_epoch)
         for step, batch in enumerate(progress, start=first_step):
-            labels = batch["label"].to(device)
-            logits = trained(batch[job.view].to(device))
+            labels = batch["label"]
+            logits = trained(batch[job.view])
             loss = loss_function(logits, labels)
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(f"epoch {epoch} step {step}: cross-entropy {loss.item()} is not finite; "
-                                         f"the last good state is {state_path}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += float(loss.detach()) * len(labels)
-            correct += int((logits.argmax(dim=1) == labels).sum())
             seen += len(labels)
-            local = {"total": total, "correct": correct, "seen": seen,
-                     "seconds": seconds_before + time.perf_counter() - started}
-            step_checkpoints.after_step(
-                lambda: checkpoints.save_training_state(state_path, fingerprint, epoch - 1, step + 1, model, optimizer,
-                                                        scheduler, history, runtime, local, best=best),
-                epoch, step + 1, steps_per_epoch)
+            # the loss summed weighted by the batch's clips, in float64 as the host summed it before
+            sums_so_far = metrics.add(step, {"loss": loss.detach().double() * len(labels),
+                                             "correct": (logits.argmax(dim=1) == labels).sum()},
+                                      {"cross-entropy": loss})
+            if sums_so_far:  # once every LOG_EVERY_STEPS steps
+                progress.set_postfix(loss=f"{sums_so_far['loss'] / seen:.4g}", refresh=False)
+
+            def save_state():
+                # read (and checked) first: a state never holds weights a non-finite loss made
+                sums = metrics.read()
+                local = {"total": sums["loss"], "correct": int(sums["correct"]), "seen": seen,
+                         "seconds": seconds_before + time.perf_counter() - started}
+                checkpoints.save_training_state(state_path, fingerprint, epoch - 1, step + 1, model, optimizer,
+                                                scheduler, history, runtime, local, best=best)
+
+            step_checkpoints.after_step(save_state, epoch, step + 1, steps_per_epoch)
+        sums = metrics.read()  # waits for the epoch's last step
+        total, correct = sums.get("loss", 0.0), int(sums.get("correct", 0))
         seconds = seconds_before + time.perf_counter() - started
         with warnings.catch_warnings():
             # resumed after the epoch's last step, this process ran no optimizer step before it
@@ -280,8 +348,8 @@ def _finetune(job: FinetuneJob, settings: dict, runtime: Runtime, signals: StopS
             scheduler.step()
         sampler.set_epoch(epoch)  # precise BN reads the epoch's first batches, also after a resume
         recalibrate_batchnorm(model, loader, job.view, device, frozen, settings["bn_batches"], runtime)
-        val_accuracy = accuracy(dense_scores(model, val_clips, len(val), settings["batch_size"], runtime)[0],
-                                val_labels)
+        val_accuracy = accuracy(dense_scores(model, val_clips, len(val), settings["batch_size"], runtime,
+                                             settings["loader"]).videos, val_labels)
         row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
                "loss": average(total, runtime) / average(seen, runtime),
                "train_top1": average(correct, runtime) / average(seen, runtime), "val_top1": val_accuracy,
@@ -303,16 +371,20 @@ def _finetune(job: FinetuneJob, settings: dict, runtime: Runtime, signals: StopS
         step_checkpoints.after_epoch(epoch + 1, steps_per_epoch)
     barrier(runtime)  # best.pt is written
     model.load_state_dict(checkpoints.load(best_path)["model"])
-    scores, windows = dense_scores(model, dense_clips(test), len(test), settings["batch_size"], runtime)
+    scores = dense_scores(model, dense_clips(test, settings["test_crops"]), len(test), settings["batch_size"], runtime,
+                          settings["loader"])
     if not runtime.is_main:
         return
     writer.close()
     log.info("best validation top-1 %.4f at epoch %d", best["accuracy"], best["epoch"])
     labels = np.array([video.label_index for video in test])
-    log.info("test: %d videos, %d windows, top-1 %.4f", len(test), windows, accuracy(scores, labels))
-    save_scores(job.scores, scores, labels, [video.video_id for video in test], windows)
+    log.info("test: %d videos, %d windows x %d crops; top-1 %.4f (video), %.4f (clip)", len(test),
+             len(scores.clips), settings["test_crops"], accuracy(scores.videos, labels),
+             accuracy(scores.clips, labels[scores.clip_videos]))
+    save_scores(job.scores, scores, labels, [video.video_id for video in test], settings["test_crops"])
     checkpoints.save({"init": job.init, "view": job.view, "dataset": job.dataset["name"],
-                      "pretrained": job.checkpoint, "best_epoch": best["epoch"], "val_top1": best["accuracy"],
+                      "pretrained": job.checkpoint, "model_config": model_settings,
+                      "best_epoch": best["epoch"], "val_top1": best["accuracy"],
                       "model": {key: value.cpu() for key, value in model.state_dict().items()},
                       "num_classes": num_classes, "fingerprint": fingerprint, "history": history}, job.output)
     log.info("wrote %s and %s", job.output, job.scores)

@@ -37,12 +37,14 @@ from cocon.config import config_hash
 from cocon.data.clips import (
     VIEW_CHANNELS, ClipDataset, ClipSpec, EpochSampler, VideoRef, dense_starts, split_videos,
 )
+from cocon.data.loader import ClipBatches
 from cocon.losses import cocon_loss, dense_nce_accuracy, pool_blocks
 from cocon.models import DPC
 from cocon.train import checkpoints, launch as launching
 from cocon.train.distributed import Runtime, average, gather, setup, shutdown
 from cocon.train.history import tensorboard, write_metrics
 from cocon.train.preemption import StepCheckpoints, StopSignals, ignore_stop_signals
+from cocon.train.step_metrics import StepMetrics
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +56,25 @@ METHODS = {
 }
 
 
+# steps between two reads of the epoch's sums from the device (StepMetrics): the tqdm line
+# shows the mean loss so far, and a non-finite loss is found at most this many steps late
+LOG_EVERY_STEPS = 50
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the message names the step and every loss term."""
+
+
+def autocast(device: torch.device, precision: str):
+    """The forward pass's autocast for ``pretrain.precision``: ``bf16`` (``auto`` on CUDA) runs
+    the convolutions and matrix products of the model in bfloat16; ``fp32`` (``auto`` on the
+    CPU) runs everything in float32. The normalisations, score matrices and losses are float32
+    either way (DPC._l2_normalized, _losses)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r} is not one of {PRECISIONS}")
+    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
 def build_model(settings: dict, view: str) -> DPC:
@@ -96,16 +115,29 @@ class PretrainJob:
 
 
 def _losses(outputs, runtime: Runtime, settings: dict, method: dict):
-    preds, gts, blocks = {}, {}, {}
-    for view, (pred, gt, z) in outputs.items():
-        preds[view] = gather(pred.float(), runtime)
-        gts[view] = gather(gt.float(), runtime)
-        blocks[view] = gather(pool_blocks(z.float()), runtime)
-    total, terms = cocon_loss(preds, gts, blocks, lambda_=settings["lambda"] if method["joint"] else 0.0,
-                              alpha=settings["alpha"], temperature=settings["temperature"],
-                              sync_p=settings["sync_p"], use_sync=method["use_sync"], use_sim=method["use_sim"])
-    accuracy = {f"top1/{view}": dense_nce_accuracy(preds[view], gts[view]) for view in preds}
+    """The loss, its terms and the accuracies of the model's ``outputs``, in float32 even when
+    called under bf16 autocast: the dense NCE logits are cosines divided by the temperature
+    (up to about 200 at 0.0049), beyond bfloat16's 8 bits of mantissa."""
+    with torch.autocast(runtime.device.type, enabled=False):
+        preds, gts, blocks = {}, {}, {}
+        for view, (pred, gt, z) in outputs.items():
+            preds[view] = gather(pred.float(), runtime)
+            gts[view] = gather(gt.float(), runtime)
+            blocks[view] = gather(pool_blocks(z.float()), runtime)
+        total, terms = cocon_loss(preds, gts, blocks, lambda_=settings["lambda"] if method["joint"] else 0.0,
+                                  alpha=settings["alpha"], temperature=settings["temperature"],
+                                  sync_p=settings["sync_p"], use_sync=method["use_sync"], use_sim=method["use_sim"])
+        accuracy = {f"top1/{view}": dense_nce_accuracy(preds[view], gts[view]) for view in preds}
     return total, terms, accuracy
+
+
+def _non_finite(epoch: int, state_path: Path):
+    """The error StepMetrics raises for a step whose loss was not finite, naming every term."""
+    def error(step: int, values: dict[str, float]) -> NonFiniteLossError:
+        terms = ", ".join(f"{name} {value:.4g}" for name, value in values.items() if name != "loss")
+        return NonFiniteLossError(f"epoch {epoch} step {step}: loss {values['loss']} is not finite ({terms}); "
+                                  f"the last good state is {state_path}")
+    return error
 
 
 def validation_batches(num_clips: int, batch_size: int, seed: int) -> list[list[int]]:
@@ -130,16 +162,19 @@ def validation_metrics(model: MultiViewDPC, loader, runtime: Runtime, settings: 
     # each process scores its own batches alone: the negatives stay within a batch, as in
     # a single process, and no process waits on another's gather
     alone = Runtime(0, 1, runtime.device)
-    sums: dict[str, float] = {}
+    names, sums = None, None  # summed on the device (float64, as Python floats would), read once
     batches = 0
     for batch in loader:
         clips = {view: batch[view].to(runtime.device, non_blocking=True) for view in model.models}
-        with torch.autocast(runtime.device.type, dtype=torch.bfloat16, enabled=runtime.device.type == "cuda"):
+        with autocast(runtime.device, settings["precision"]):
             outputs = model(clips)
         total, terms, accuracy = _losses(outputs, alone, settings, method)
-        for name, value in {"loss": total, **terms, **accuracy}.items():
-            sums[name] = sums.get(name, 0.0) + float(value)
+        values = {"loss": total, **terms, **accuracy}
+        names = names or list(values)
+        stacked = torch.stack([values[name].to(torch.float64) for name in names])
+        sums = stacked if sums is None else sums + stacked
         batches += 1
+    sums = dict(zip(names, sums.tolist())) if batches else {}
     # sums over all processes divided by all their batches: a mean over batches even when
     # some processes hold one batch more
     all_batches = average(batches, runtime)
@@ -230,11 +265,12 @@ def _train(job: PretrainJob, settings: dict, method: dict, runtime: Runtime, sig
         # SLURM signals every process of the job step: the training process alone answers
         worker_init_fn=ignore_stop_signals,
     )
-    loader = torch.utils.data.DataLoader(dataset, batch_size=settings["batch_size"], sampler=sampler, drop_last=True,
-                                         **loader_options)
+    # pretrain.loader: clips made in the loader workers (cpu), or only read there and made on the device
+    loader = ClipBatches(dataset, settings["loader"], device, batch_size=settings["batch_size"], sampler=sampler,
+                         drop_last=True, **loader_options)
     val_clips = ClipDataset(val_videos, job.views_dir, job.views, settings["input_size"], spec, train=False)
-    val_loader = torch.utils.data.DataLoader(val_clips, batch_sampler=val_batches[runtime.rank::runtime.world_size],
-                                             **loader_options)
+    val_loader = ClipBatches(val_clips, settings["loader"], device,
+                             batch_sampler=val_batches[runtime.rank::runtime.world_size], **loader_options)
     log.info("%s on %s: %d training videos, %d steps per epoch; %d validation videos, %d batches of their %d "
              "windows; epochs %d..%d, %d process(es) on %s", job.method, "+".join(job.views), len(videos),
              len(loader), len(val_videos), len(val_batches), len(val_clips), start_epoch, epochs - 1,
@@ -250,31 +286,33 @@ def _train(job: PretrainJob, settings: dict, method: dict, runtime: Runtime, sig
         trained.train()
         # a run resumed inside the epoch goes on with the sums of its steps so far
         resumed = state["local"] if state and epoch == start_epoch else {}
-        sums: dict[str, float] = dict(resumed.get("sums", {}))
         steps, seconds_before = resumed.get("steps", 0), resumed.get("seconds", 0.0)
+        # no host sync inside a step: its values stay on the device until read (StepMetrics)
+        metrics = StepMetrics(device, LOG_EVERY_STEPS, _non_finite(epoch, state_path), resumed.get("sums"))
         started = time.perf_counter()
         progress = tqdm(loader, desc=f"{job.method} epoch {epoch}", disable=not runtime.is_main, mininterval=10,
                         initial=first_step, total=steps_per_epoch)
         for step, batch in enumerate(progress, start=first_step):
-            clips = {view: batch[view].to(device, non_blocking=True) for view in job.views}
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-                outputs = trained(clips)
+            with autocast(device, settings["precision"]):
+                outputs = trained({view: batch[view] for view in job.views})
             total, terms, accuracy = _losses(outputs, runtime, settings, method)
-            if not torch.isfinite(total):
-                values = ", ".join(f"{name} {value.item():.4g}" for name, value in terms.items())
-                raise NonFiniteLossError(f"epoch {epoch} step {step}: loss {total.item()} is not finite ({values}); "
-                                         f"the last good state is {state_path}")
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             optimizer.step()
-            for name, value in {"loss": total, **terms, **accuracy}.items():
-                sums[name] = sums.get(name, 0.0) + float(value.detach())
             steps += 1
-            local = {"sums": sums, "steps": steps, "seconds": seconds_before + time.perf_counter() - started}
-            step_checkpoints.after_step(
-                lambda: checkpoints.save_training_state(state_path, fingerprint, epoch - 1, step + 1, model, optimizer,
-                                                        scheduler, history, runtime, local),
-                epoch, step + 1, steps_per_epoch)
+            sums_so_far = metrics.add(step, {"loss": total, **terms, **accuracy}, {"loss": total, **terms})
+            if sums_so_far:  # once every LOG_EVERY_STEPS steps
+                progress.set_postfix(loss=f"{sums_so_far['loss'] / steps:.4g}", refresh=False)
+
+            def save_state():
+                # read (and checked) first: a state never holds weights a non-finite loss made
+                local = {"sums": metrics.read(), "steps": steps,
+                         "seconds": seconds_before + time.perf_counter() - started}
+                checkpoints.save_training_state(state_path, fingerprint, epoch - 1, step + 1, model, optimizer,
+                                                scheduler, history, runtime, local)
+
+            step_checkpoints.after_step(save_state, epoch, step + 1, steps_per_epoch)
+        sums = metrics.read()  # waits for the epoch's last step
         seconds = seconds_before + time.perf_counter() - started
         val_started = time.perf_counter()
         val_metrics = validation_metrics(model, val_loader, runtime, settings, method)
@@ -316,14 +354,16 @@ def _train(job: PretrainJob, settings: dict, method: dict, runtime: Runtime, sig
 
 def load_pretrained(path: str | os.PathLike, view: str | None = None) -> tuple[DPC, dict]:
     """A pretrained view model and its checkpoint's metadata (read with weights_only=True);
-    ``view`` picks one of a joint checkpoint's views (a CPC checkpoint has one)."""
+    ``view`` picks one of a joint checkpoint's views (a CPC checkpoint has one). An imported
+    checkpoint (``cocon import-checkpoint``) may lack BatchNorm running statistics or the
+    predictor, as its ``bn_statistics`` and ``predictor`` say: those stay as built."""
     state = checkpoints.load(path)
     if view is None and "models" in state:
         raise ValueError(f"{path}: a joint checkpoint of {state['views']}: say which view to load")
     chosen = checkpoints.view_model(path, view or state["view"])
     config = chosen["model_config"]
     model = build_model(config, config["view"])
-    model.load_state_dict(chosen["model"])
+    checkpoints.load_weights(model, chosen, path)
     return model, {**state, "model_config": config}
 
 

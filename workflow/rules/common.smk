@@ -10,14 +10,18 @@ from snakemake_interface_executor_plugins.settings import DeploymentMethod
 from cocon.config import check_training_inputs, check_views_from, load_dataset_config
 from cocon.data.datasets import DatasetError, assign_shards, check_alignment_pairs, check_training_split, list_videos
 from cocon.data.trees import series_inputs
-from cocon.experiments import (INIT_PATTERN, VIEW_SET_PATTERN, ExperimentError, analysis_inits, analysis_split,
-                               finetune_inits, paper_cells, parse_init, pretrained_path, pretraining_split,
-                               view_set_name)
+from cocon.experiments import (EXTERNAL, INIT_PATTERN, VIEW_SET_PATTERN, ExperimentError, analysis_inits,
+                               analysis_split, external_entry, external_path, finetune_inits, paper_cells, parse_init,
+                               pretrained_path, pretraining_split, view_set_name)
+from cocon.train.import_checkpoint import CheckpointError, checkpoint_model_config
 from cocon.guidance import conda_missing, datasets_needed, missing_locations, setup_paragraph
 from cocon.views.pose import backend_files
 
 DATASETS = {name: load_dataset_config(path, name) for name, path in config["datasets"].items()}
 
+if EXTERNAL in DATASETS:
+    raise ValueError(f"datasets: {EXTERNAL!r} names the released checkpoints of initialisations "
+                     f"({EXTERNAL}/<name>): call the dataset otherwise")
 for _name, _dataset in DATASETS.items():
     _error = check_views_from(_name, DATASETS)
     if _error:
@@ -54,6 +58,7 @@ wildcard_constraints:
     method=r"cocon|cpc\+sim|cpc\+sync",
     view_set=VIEW_SET_PATTERN,
     init=INIT_PATTERN,
+    name=r"[A-Za-z0-9_-]+",
 
 
 @cache
@@ -100,19 +105,59 @@ def manifest_params(dataset):
 
 
 @cache
-def check_training(dataset, split, stage, views):
+def check_training(dataset, split, stage, views, init=None):
     """A training job's split and crops, checked at planning: a split without a batch of
     train videos or (to fine-tune) a test video, or a crop larger than the stored frames,
-    would otherwise fail, or quietly degrade, inside the job."""
+    would otherwise fail, or quietly degrade, inside the job. Fine-tuning from a checkpoint
+    crops at the size the checkpoint's encoder was trained at (``init_input_size``)."""
     try:
         check_training_split(DATASETS[dataset], listed_videos(dataset), int(split), stage)
     except DatasetError as error:
         raise ValueError(f"{config_file(dataset)}: {error}") from None
-    check_training_inputs(DATASETS[dataset], views, config_file(dataset))
+    sizes = {view: init_input_size(dataset, split, init, view) for view in views} if init else None
+    check_training_inputs(DATASETS[dataset], views, config_file(dataset), sizes)
+
+
+@cache
+def external_config(dataset, name):
+    """The model config of ``dataset``'s external checkpoint ``name``, read from the file at
+    planning: what its entry states and the file contradicts (a ResNet34 named resnet18,
+    normalize true against a DPC file, an input size other than the encoder's) stops here,
+    before any job runs, naming both values."""
+    entries = DATASETS[dataset]["external"]
+    if name not in entries:
+        raise ValueError(f"{config_file(dataset)}: external: no checkpoint named {name!r} "
+                         f"(external: {sorted(entries) or 'none'})")
+    entry = external_entry(DATASETS[dataset], name)
+    try:
+        return checkpoint_model_config(entry["path"], import_options(dataset, name))
+    except CheckpointError as error:
+        raise ValueError(f"{config_file(dataset)}: external.{name}: {error}") from None
+
+
+def import_options(dataset, name):
+    """What an external entry states about its checkpoint (all but its path and label)."""
+    entry = external_entry(DATASETS[dataset], name)
+    return {key: value for key, value in entry.items() if key not in ("path", "label")}
+
+
+def init_input_size(dataset, split, init_name, view):
+    """(crop size, what sets it) of a fine-tuning of ``view`` from ``init_name``: the size its
+    checkpoint's encoder was trained at (the checkpoint's config, which fine-tuning builds
+    the model from), or for random the dataset's own pretrain.input_size."""
+    init = parse_init(init_name)
+    if init.method == "random":
+        return None
+    if init.method == EXTERNAL:
+        size = external_config(dataset, init.source)["input_size"]
+        return size, f"external.{init.source} (its encoder's input_size {size})"
+    size = DATASETS[init.source]["pretrain"]["input_size"][view]
+    return size, f"the {init_name} encoder ({init.source}'s pretrain.input_size.{view} {size})"
 
 
 # keys that only say which runs to build: no stage's output depends on them
-PLANNING_KEYS = {"official_splits", "views", "paper"}
+# (an external checkpoint's entry reaches only its import job, whose output fine-tuning reads)
+PLANNING_KEYS = {"official_splits", "views", "paper", "external"}
 STAGE_SECTIONS = {"frames", "flow", "pose", "seg", "pretrain", "finetune", "analysis"}
 
 
@@ -252,6 +297,13 @@ def joint_inputs(wildcards):
 
 def _pretrained(dataset, split, init_name, view):
     init = parse_init(init_name)
+    if init.method == EXTERNAL:
+        config = external_config(dataset, init.source)
+        if config["view"] != view:
+            raise ValueError(f"{config_file(dataset)}: external.{init.source}: its encoder reads {config['view']}, "
+                             f"not {view}")
+        check_view(dataset, view)
+        return external_path(dataset, init.source)
     if init.source is not None:
         if init.source not in DATASETS:
             raise ValueError(f"{init_name}: {init.source!r} is not one of the datasets {sorted(DATASETS)}")
@@ -264,8 +316,8 @@ def _pretrained(dataset, split, init_name, view):
 
 def finetune_inputs(wildcards):
     check_split(wildcards.dataset, wildcards.split)
-    check_training(wildcards.dataset, wildcards.split, "finetune", (wildcards.view,))
     path = _pretrained(wildcards.dataset, wildcards.split, wildcards.init, wildcards.view)
+    check_training(wildcards.dataset, wildcards.split, "finetune", (wildcards.view,), wildcards.init)
     return {"shards": view_shard_paths(wildcards.dataset, [wildcards.view]), "pretrained": [path] if path else []}
 
 
@@ -279,7 +331,18 @@ def finetune_entries(dataset, split):
                 entries[(init.name, view)] = {
                     "scores": f"results/{dataset}/split{split}/finetune/{init.name}/{view}.scores.npz",
                     "checkpoint": _pretrained(dataset, split, init.name, view)}
+                if init.method == EXTERNAL:
+                    entry = external_entry(DATASETS[dataset], init.source)
+                    entries[(init.name, view)]["external"] = {
+                        "name": init.source, "path": entry["path"], "label": entry.get("label"),
+                        "format": external_config(dataset, init.source)["format"]}
     return entries
+
+
+def external_source(wildcards):
+    """The file an external entry names, checked against what the entry says at planning."""
+    external_config(wildcards.dataset, wildcards.name)
+    return external_entry(DATASETS[wildcards.dataset], wildcards.name)["path"]
 
 
 def split_finetune_scores(wildcards):
