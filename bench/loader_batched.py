@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 from unittest import mock
 
-import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
 
@@ -97,6 +96,17 @@ def step_times(views: Path, refs: list[VideoRef], spec: ClipSpec, repeats: int =
     return out
 
 
+def rgb_shard_refs(videos_dir: Path, views: Path, count: int, build: bool) -> list[VideoRef]:
+    """The videos of ``views``' rgb shard 00000 that have at least 2 frames, the shard first
+    built from ``count`` real clips of ``videos_dir`` when ``build``."""
+    if build:
+        refs = build_shard(videos_dir, views, count)
+    else:
+        with ShardReader(views / "rgb" / "00000.h5", view="rgb") as reader:
+            refs = [VideoRef(video, "00000", reader.num_frames(video), 0) for video in reader.video_ids]
+    return [ref for ref in refs if ref.num_frames >= 2]
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--videos", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos")
@@ -110,12 +120,7 @@ def main(argv=None) -> dict:
     spec = ClipSpec(8, 5, 3)
     with tempfile.TemporaryDirectory() as tmp:
         views = args.views or Path(tmp)
-        if args.views is None:
-            refs = build_shard(args.videos, views, args.num_videos)
-        else:
-            with ShardReader(views / "rgb" / "00000.h5", view="rgb") as reader:
-                refs = [VideoRef(v, "00000", reader.num_frames(v), 0) for v in reader.video_ids]
-        refs = [ref for ref in refs if ref.num_frames >= 2]
+        refs = rgb_shard_refs(args.videos, views, args.num_videos, build=args.views is None)
         dataset = ClipDataset(refs, views, ["rgb"], {"rgb": 128}, spec, train=True, seed=0)
         result = {"device": "cpu", "torch_threads": args.threads, "clips": args.clips, "videos": len(refs),
                   "clip": "8 blocks x 5 frames, 128 px, rgb, pretraining augmentation"}

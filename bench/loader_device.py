@@ -20,10 +20,9 @@ from pathlib import Path
 
 import torch
 
-from bench.loader_batched import build_shard
-from cocon.data.clips import ClipDataset, ClipSpec, EpochSampler, VideoRef
+from bench.loader_batched import rgb_shard_refs
+from cocon.data.clips import ClipDataset, ClipSpec, EpochSampler
 from cocon.data.loader import ClipBatches
-from cocon.data.shards import ShardReader
 
 
 def clips_per_second(dataset: ClipDataset, loader: str, batch_size: int, repeats: int) -> float:
@@ -53,12 +52,7 @@ def main(argv=None) -> dict:
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         views = args.views or Path(tmp)
-        if args.views is None:
-            refs = build_shard(args.videos, views, args.num_videos)
-        else:
-            with ShardReader(views / "rgb" / "00000.h5", view="rgb") as reader:
-                refs = [VideoRef(video, "00000", reader.num_frames(video), 0) for video in reader.video_ids]
-        refs = [ref for ref in refs if ref.num_frames >= 2]
+        refs = rgb_shard_refs(args.videos, views, args.num_videos, build=args.views is None)
         items = args.batch_size * args.batches
         dataset = ClipDataset((refs * -(-items // len(refs)))[:items], views, ["rgb"], {"rgb": 128}, ClipSpec(8, 5, 3),
                               train=True, seed=0)

@@ -214,30 +214,30 @@ def table3_markdown(document: dict) -> str:
              f"{' (mean ± standard deviation over the splits)' if several else ''}; "
              "softmax averaged over dense windows; the ensemble is the weighted late fusion of the views.", "",
              "| initialisation | " + " | ".join(VIEW_COLUMNS) + " |", "|---" * (len(VIEW_COLUMNS) + 1) + "|"]
-    for init in inits:
-        cells = []
-        for view in VIEW_COLUMNS:
-            result = by_key.get((init, view))
-            if result is None:
-                cells.append("—")
-            elif several:
-                cells.append(f"{100 * result['top1']:.1f} ± {100 * result['top1_std']:.1f}")
-            else:
-                cells.append(f"{100 * result['top1']:.1f}")
-        first = next(row for row in document["results"] if row["init"] == init)
-        lines.append(f"| {_row_label(first)} | " + " | ".join(cells) + " |")
+    def video_cell(result: dict) -> str:
+        if several:
+            return f"{100 * result['top1']:.1f} ± {100 * result['top1_std']:.1f}"
+        return f"{100 * result['top1']:.1f}"
+
+    def clip_cell(result: dict) -> str:
+        value = result.get("clip_top1")
+        return "n/a" if value is None else f"{100 * value:.1f}"
+
+    def rows(cell) -> list[str]:
+        """One row per initialisation, ``cell(result)`` per view column ("—" where not run)."""
+        out = []
+        for init in inits:
+            cells = ["—" if by_key.get((init, view)) is None else cell(by_key[(init, view)]) for view in VIEW_COLUMNS]
+            first = next(row for row in document["results"] if row["init"] == init)
+            out.append(f"| {_row_label(first)} | " + " | ".join(cells) + " |")
+        return out
+
+    lines += rows(video_cell)
     lines += ["", "Clip-level top-1 (%): every dense test window scored on its own (softmax averaged over its "
               f"crops){', mean over the splits' if several else ''}; many papers report this one instead. "
               "\"n/a\": scores without clip-level entries, or an ensemble of views cut into other windows.", "",
               "| initialisation | " + " | ".join(VIEW_COLUMNS) + " |", "|---" * (len(VIEW_COLUMNS) + 1) + "|"]
-    for init in inits:
-        cells = []
-        for view in VIEW_COLUMNS:
-            result = by_key.get((init, view))
-            value = None if result is None else result.get("clip_top1")
-            cells.append("—" if result is None else ("n/a" if value is None else f"{100 * value:.1f}"))
-        first = next(row for row in document["results"] if row["init"] == init)
-        lines.append(f"| {_row_label(first)} | " + " | ".join(cells) + " |")
+    lines += rows(clip_cell)
     released = {row["init"]: row["external"] for row in document["results"] if row.get("external")}
     if released:
         lines.append("")
