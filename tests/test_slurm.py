@@ -424,7 +424,7 @@ def test_requeued_and_warned_pretraining_jobs_resume_inside_the_epoch(tiny_rgb):
     baseline = subprocess.Popen([sys.executable, "-c", BASELINE], cwd=workdir, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)
     actions = {1: ("scontrol", "requeue"), 2: ("scancel", "--signal=USR1")}
-    signalled, released = {}, set()
+    signalled, released, pending_since = {}, set(), {}
     deadline = time.monotonic() + 400
     while run.poll() is None and time.monotonic() < deadline and len(released) < 2:
         for line in _run("squeue", "-h", "-o", "%i %T %k", check=False).stdout.splitlines():
@@ -439,9 +439,14 @@ def test_requeued_and_warned_pretraining_jobs_resume_inside_the_epoch(tiny_rgb):
                     _run(*actions[split], jobid)
                     signalled[split] = jobid
             elif split in signalled and split not in released and state == "PENDING":
-                # a requeued job waits two minutes before it may start again: not in a test
-                _run("scontrol", "update", f"JobId={jobid}", "StartTime=now")
-                released.add(split)
+                # a requeued job waits two minutes before it may start again: not in a test. But
+                # not at once either: slurmd revokes the old run's credential with a timestamp in
+                # whole seconds, and a run allocated in the same second is killed as "non-startable
+                # batch job: credential revoked" (seen in CI), so wait 2 s after the requeue
+                pending_since.setdefault(split, time.monotonic())
+                if time.monotonic() - pending_since[split] >= 2:
+                    _run("scontrol", "update", f"JobId={jobid}", "StartTime=now")
+                    released.add(split)
         time.sleep(0.2)
     output, _ = run.communicate(timeout=400)
     assert set(signalled) == {1, 2} and released == {1, 2}, (signalled, released, output[-4000:])

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,10 +72,33 @@ def autocast(device: torch.device, precision: str):
     the convolutions and matrix products of the model in bfloat16; ``fp32`` (``auto`` on the
     CPU) runs everything in float32. The normalisations, score matrices and losses are float32
     either way (DPC._l2_normalized, _losses)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_bf16(device, precision))
+
+
+def uses_bf16(device: torch.device, precision: str) -> bool:
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r} is not one of {PRECISIONS}")
-    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
+
+
+@contextmanager
+def step_kernels(device: torch.device, precision: str):
+    """Around a whole training step (forward, backward, update): bf16 on the CPU runs
+    PyTorch's own convolution kernels instead of oneDNN's. oneDNN's bf16 weight gradient of a
+    3-D convolution (``jit_bf16:avx512_core_bf16``, chosen on CPUs with AVX512-BF16, torch
+    2.14.1) came out 87% off fp32's, and different on every call, for ResNet18's 32-channel
+    2x2x2 stage at width 0.125, which made bf16 training NaN within 8 steps
+    (tests/test_pretrain.py::test_cpu_bf16_convolution_gradients_match_fp32). fp32, and bf16
+    on a GPU, are left as they are."""
+    if device.type != "cpu" or not uses_bf16(device, precision):
+        yield
+        return
+    onednn = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = onednn
 
 
 def build_model(settings: dict, view: str) -> DPC:
@@ -293,12 +317,13 @@ def _train(job: PretrainJob, settings: dict, method: dict, runtime: Runtime, sig
         progress = tqdm(loader, desc=f"{job.method} epoch {epoch}", disable=not runtime.is_main, mininterval=10,
                         initial=first_step, total=steps_per_epoch)
         for step, batch in enumerate(progress, start=first_step):
-            with autocast(device, settings["precision"]):
-                outputs = trained({view: batch[view] for view in job.views})
-            total, terms, accuracy = _losses(outputs, runtime, settings, method)
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            optimizer.step()
+            with step_kernels(device, settings["precision"]):
+                with autocast(device, settings["precision"]):
+                    outputs = trained({view: batch[view] for view in job.views})
+                total, terms, accuracy = _losses(outputs, runtime, settings, method)
+                optimizer.zero_grad(set_to_none=True)
+                total.backward()
+                optimizer.step()
             steps += 1
             sums_so_far = metrics.add(step, {"loss": total, **terms, **accuracy}, {"loss": total, **terms})
             if sums_so_far:  # once every LOG_EVERY_STEPS steps
