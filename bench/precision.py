@@ -5,7 +5,7 @@ config's model and loss settings (config/datasets/demo.yaml: 6 blocks of 4 frame
 predicted, temperature 0.0049, lambda 10, Adam at lr 1e-3, batch 8), from the same seed,
 the same initial weights and the same few batches (cycled), once with
 ``pretrain.precision: fp32`` and once with ``bf16`` (torch's autocast, on the CPU too): the
-training step of cocon.train.pretrain (step_kernels, autocast, _losses). Prints JSON with both loss
+training step of cocon.train.pretrain (training_step). Prints JSON with both loss
 curves and how far apart they are (``compare``); tests/test_pretrain.py and
 bench/gpu_check.py run it.
 
@@ -28,7 +28,7 @@ from cocon.config import load_dataset_config, load_schema, validate
 from cocon.data.clips import ClipDataset, ClipSpec, EpochSampler, split_videos
 from cocon.data.loader import ClipBatches
 from cocon.train.distributed import Runtime
-from cocon.train.pretrain import METHODS, MultiViewDPC, _losses, autocast, build_model, step_kernels
+from cocon.train.pretrain import METHODS, MultiViewDPC, build_model, training_step
 
 REPO = Path(__file__).resolve().parents[1]
 VIEWS = ["rgb", "flow"]
@@ -87,15 +87,9 @@ def loss_curve(batches: list[dict], settings: dict, precision: str, device: torc
     runtime, method = Runtime(0, 1, device), METHODS["cocon"]
     losses, first_gradient = [], None
     for step in range(steps):
-        with step_kernels(device, precision):
-            with autocast(device, precision):
-                outputs = model(batches[step % len(batches)])
-            total, _, _ = _losses(outputs, runtime, settings, method)
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            if first_gradient is None:
-                first_gradient = torch.cat([param.grad.flatten() for param in model.parameters()]).cpu()
-            optimizer.step()
+        total, _, _ = training_step(model, batches[step % len(batches)], optimizer, runtime, settings, method)
+        if first_gradient is None:
+            first_gradient = torch.cat([param.grad.flatten() for param in model.parameters()]).cpu()
         losses.append(total.detach())
     return torch.stack(losses).tolist(), first_gradient
 

@@ -101,6 +101,20 @@ def step_kernels(device: torch.device, precision: str):
         torch.backends.mkldnn.enabled = onednn
 
 
+def training_step(model: nn.Module, clips: dict[str, torch.Tensor], optimizer, runtime: Runtime, settings: dict,
+                  method: dict):
+    """One optimizer step on ``clips`` (view -> batch) in ``pretrain.precision``: the loss, its
+    terms and the accuracies, still on the device; the step's gradients stay in ``.grad``."""
+    with step_kernels(runtime.device, settings["precision"]):
+        with autocast(runtime.device, settings["precision"]):
+            outputs = model(clips)
+        total, terms, accuracy = _losses(outputs, runtime, settings, method)
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+    return total, terms, accuracy
+
+
 def build_model(settings: dict, view: str) -> DPC:
     return DPC(backbone=settings["backbone"], in_channels=VIEW_CHANNELS[view], num_blocks=settings["num_blocks"],
                pred_steps=settings["pred_steps"], normalize=settings["normalize"], width=settings["width"])
@@ -317,13 +331,8 @@ def _train(job: PretrainJob, settings: dict, method: dict, runtime: Runtime, sig
         progress = tqdm(loader, desc=f"{job.method} epoch {epoch}", disable=not runtime.is_main, mininterval=10,
                         initial=first_step, total=steps_per_epoch)
         for step, batch in enumerate(progress, start=first_step):
-            with step_kernels(device, settings["precision"]):
-                with autocast(device, settings["precision"]):
-                    outputs = trained({view: batch[view] for view in job.views})
-                total, terms, accuracy = _losses(outputs, runtime, settings, method)
-                optimizer.zero_grad(set_to_none=True)
-                total.backward()
-                optimizer.step()
+            total, terms, accuracy = training_step(trained, {view: batch[view] for view in job.views}, optimizer,
+                                                   runtime, settings, method)
             steps += 1
             sums_so_far = metrics.add(step, {"loss": total, **terms, **accuracy}, {"loss": total, **terms})
             if sums_so_far:  # once every LOG_EVERY_STEPS steps
