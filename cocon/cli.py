@@ -384,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--markdown", required=True)
 
     sub = command("probe", cmd_probe, "linear probe (logistic regression) on frozen features: top-1/top-5 on the "
-                  "test split, C chosen on the validation part", dataset=False)
+                  "test split, C chosen by cross-validation over the train split", dataset=False)
     sub.add_argument("features", nargs="+", help="features files (.npz) of `cocon features`")
     sub.add_argument("--cs", type=float, nargs="+", default=[0.01, 0.1, 1.0, 10.0], help="C values to choose from")
     sub.add_argument("--seed", type=int, default=0)

@@ -172,11 +172,12 @@ def test_linear_probe_separates_separable_classes():
     features = clustered(3, 18, ["train"] * 10 + ["val"] * 3 + ["test"] * 5, dim=8)
     result = linear_probe(features, cs=(0.1, 1.0))
     assert result["top1"] == 1.0 and result["top5"] is None  # 3 classes: a top-5 cannot miss
-    assert result["C_selected_on"] == "val" and result["C"] == 0.1 and result["val_top1"] == 1.0
+    assert result["C_selected_on"] == "cross-validation" and result["C"] == 0.1 and result["cv_top1"] == 1.0
+    assert result["folds"] == 5 and result["cv_top1_by_C"] == {"0.1": 1.0, "1.0": 1.0}
     assert (result["num_train"], result["num_val"], result["num_test"]) == (30, 9, 15)
     document = probe_document({("cocon", "rgb"): features}, cs=(0.1, 1.0))
     markdown = probe_markdown(document)
-    assert document["rows"][0]["init"] == "cocon" and "| cocon | rgb | 0.1 | 100.0 | 100.0 | — |" in markdown
+    assert document["rows"][0]["init"] == "cocon" and "| cocon | rgb | 0.1 | 100.0 (5) | 100.0 | — |" in markdown
     assert "cannot miss" in markdown
 
 
@@ -187,13 +188,38 @@ def test_linear_probe_top5_is_measured_with_more_than_5_classes():
     assert "cannot miss" not in probe_markdown(probe_document({("cpc", "rgb"): features}, cs=(1.0,)))
 
 
+def test_linear_probe_chooses_c_by_cross_validation_over_train_and_val():
+    # the class shows only in the first dimension minus the second (they share a large
+    # noise): a tiny C shrinks the probe to the class-mean direction, the first dimension
+    # alone, which that noise swamps; cross-validation (5 folds of the 20 train + val
+    # videos per class, not the 2 val videos alone) must prefer the larger C
+    generator = np.random.default_rng(3)
+    labels = np.repeat([0, 1], 40)
+    shared = generator.normal(scale=3.0, size=80)
+    context = np.stack([labels + shared + generator.normal(scale=0.1, size=80),
+                        shared + generator.normal(scale=0.1, size=80)], axis=1)
+    roles = np.array((["train"] * 18 + ["val"] * 2 + ["test"] * 20) * 2)
+    result = linear_probe(feature_set(context, labels, roles), cs=(1e-6, 100.0))
+    assert result["C_selected_on"] == "cross-validation" and result["C"] == 100.0 and result["folds"] == 5
+    assert result["cv_top1_by_C"]["1e-06"] < result["cv_top1_by_C"]["100.0"] and result["top1"] > 0.8
+
+
+def test_linear_probe_without_two_videos_in_a_class_uses_the_default_c():
+    generator = np.random.default_rng(4)
+    labels = np.array([0] * 6 + [1] + [0, 1])
+    roles = np.array(["train"] * 7 + ["test"] * 2)
+    result = linear_probe(feature_set(generator.normal(size=(9, 3)), labels, roles), cs=(0.1, 10.0))
+    assert result["C_selected_on"] == "default" and result["C"] == 1.0
+    assert result["folds"] == 0 and result["cv_top1"] is None and result["cv_top1_by_C"] == {}
+
+
 def test_linear_probe_on_random_labels_is_near_chance():
     generator = np.random.default_rng(1)
     count = 600
     roles = np.where(np.arange(count) < 400, "train", "test")
     features = feature_set(generator.normal(size=(count, 20)), generator.integers(0, 5, size=count), roles)
     result = linear_probe(features, cs=(1.0,))
-    assert result["C_selected_on"] == "default" and result["val_top1"] is None
+    assert result["C_selected_on"] == "cross-validation" and 0.1 < result["cv_top1"] < 0.32
     assert 0.1 < result["top1"] < 0.32, result
     assert result["top5"] is None  # five classes: the top 5 holds them all
 
