@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
@@ -29,10 +29,13 @@ FOLDS = 5
 TOP_K = 5
 
 
-def _fit(features: np.ndarray, labels: np.ndarray, c: float, seed: int) -> Pipeline:
+def _probe(c: float, seed: int) -> Pipeline:
     # lbfgs fits the multinomial (softmax) loss whenever there are 3+ classes.
-    probe = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=MAX_ITER, random_state=seed))
-    return probe.fit(features, labels)
+    return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=MAX_ITER, random_state=seed))
+
+
+def _fit(features: np.ndarray, labels: np.ndarray, c: float, seed: int) -> Pipeline:
+    return _probe(c, seed).fit(features, labels)
 
 
 def top_k_accuracy(probe: Pipeline, features: np.ndarray, labels: np.ndarray, k: int) -> float:
@@ -46,15 +49,10 @@ def top_k_accuracy(probe: Pipeline, features: np.ndarray, labels: np.ndarray, k:
 
 def cross_validated_top1(features: np.ndarray, labels: np.ndarray, cs, folds: int, seed: int) -> dict[str, float]:
     """{str(C): top-1 over ``folds`` stratified folds of ``features`` ``[N, D]``}: each fold
-    scored by a probe fitted on the others; the folds are drawn with ``seed``."""
+    predicted by a probe fitted on the others; the folds are drawn with ``seed``."""
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    parts = list(splitter.split(features, labels))
-    top1 = {}
-    for c in cs:
-        correct = sum(int(np.sum(_fit(features[fit], labels[fit], c, seed).predict(features[held]) == labels[held]))
-                      for fit, held in parts)
-        top1[str(c)] = correct / len(labels)
-    return top1
+    return {str(c): float(np.mean(cross_val_predict(_probe(c, seed), features, labels, cv=splitter) == labels))
+            for c in cs}
 
 
 def linear_probe(fs: FeatureSet, cs=DEFAULT_CS, seed: int = 0) -> dict:
