@@ -259,6 +259,27 @@ def test_the_features_stage_recalibrates_an_encoder_without_statistics(demo_view
     torch.testing.assert_close(stem.running_mean, stem_output.mean(dim=(0, 2, 3, 4)), rtol=1e-4, atol=1e-5)
 
 
+def test_a_random_encoder_keeps_the_placeholder_statistics_unless_asked(demo_views, tmp_path, caplog):
+    from cocon.analysis.features import FeaturesJob, compute_features
+
+    caplog.set_level(logging.INFO, logger="cocon")
+    dataset = tiny_dataset(demo_views)
+    _, placeholder = load_encoder(dataset, "rgb", None)
+    assert not placeholder["without_statistics"]
+    _, asked = load_encoder(dataset, "rgb", None, recalibrate_random=True)
+    assert asked["without_statistics"]
+    jobs = {recalibrate: FeaturesJob(dataset, "random", "rgb", str(demo_views / "views"), str(demo_views / "manifest.tsv"),
+                                     None, str(tmp_path / "f.npz"), recalibrate_random=recalibrate)
+            for recalibrate in (False, True)}
+    as_built = compute_features(jobs[False])
+    assert "recalibrated" not in caplog.text
+    recalibrated = compute_features(jobs[True])
+    assert "the random rgb encoder has no BatchNorm running statistics: recalibrated" in caplog.text
+    # the same weights (one seed), normalised differently: the features must differ
+    assert as_built.context.shape == recalibrated.context.shape
+    assert not np.allclose(as_built.context, recalibrated.context)
+
+
 def test_dense_scores_average_crops_and_windows(demo_views):
     torch.manual_seed(0)
     classifier = Classifier(build_model(TINY, "flow"), 3).eval()

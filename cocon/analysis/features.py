@@ -108,12 +108,19 @@ class FeaturesJob:
     batch_size: int = 16
     gpus: int = 0              # 0: CPU, 1: the first GPU
     threads: int | None = None
+    # a random encoder's BatchNorm in eval mode normalises with the placeholder mean 0 and
+    # variance 1, which no data has; True gives it statistics of the train windows instead,
+    # as an imported checkpoint without statistics gets (bench.random_spread, README "Evidence")
+    recalibrate_random: bool = False
 
 
-def load_encoder(dataset: dict, view: str, checkpoint: str | None) -> tuple[DPC, dict]:
+def load_encoder(dataset: dict, view: str, checkpoint: str | None,
+                 recalibrate_random: bool = False) -> tuple[DPC, dict]:
     """The frozen model of ``view`` in eval mode and the settings its clips need: the
     checkpoint's own (a UCF101 encoder analysed on HMDB51 keeps its geometry), or, for a
-    random encoder, the dataset's, seeded by ``pretrain.seed``."""
+    random encoder, the dataset's, seeded by ``pretrain.seed``. ``without_statistics`` says
+    whether its BatchNorm statistics are to be recalibrated: for a checkpoint that has none,
+    and for a random encoder when ``recalibrate_random``."""
     if checkpoint:
         chosen = checkpoints.view_model(checkpoint, view)
         settings = chosen["model_config"]
@@ -126,7 +133,7 @@ def load_encoder(dataset: dict, view: str, checkpoint: str | None) -> tuple[DPC,
         torch.manual_seed(settings["seed"])
         model = build_model(settings, view)
         size = settings["input_size"][view]
-        without_statistics = False
+        without_statistics = recalibrate_random
     model.requires_grad_(False)
     return model.eval(), {"spec": ClipSpec(settings["num_blocks"], settings["block_length"], settings["frame_stride"]),
                           "size": size, "without_statistics": without_statistics}
@@ -134,10 +141,10 @@ def load_encoder(dataset: dict, view: str, checkpoint: str | None) -> tuple[DPC,
 
 def recalibrate_encoder(model: DPC, train: list[VideoRef], job: FeaturesJob, geometry: dict,
                         device: torch.device) -> None:
-    """BatchNorm statistics for an encoder whose checkpoint has none (an imported DPC
-    pretraining file): eval mode would otherwise normalise with mean 0 and variance 1. They
-    are averaged over up to ``finetune.bn_batches`` batches of the train videos' dense
-    windows, cut as the features are, in an order seeded by ``finetune.seed``."""
+    """BatchNorm statistics for an encoder that has none (an imported DPC pretraining file,
+    or a random encoder when asked): eval mode would otherwise normalise with mean 0 and
+    variance 1. They are averaged over up to ``finetune.bn_batches`` batches of the train
+    videos' dense windows, cut as the features are, in an order seeded by ``finetune.seed``."""
     settings = job.dataset["finetune"]
     clips = ClipDataset(train, job.views_dir, [job.view], {job.view: geometry["size"]}, geometry["spec"],
                         train=False, center_crop=settings["center_crop"])
@@ -148,7 +155,7 @@ def recalibrate_encoder(model: DPC, train: list[VideoRef], job: FeaturesJob, geo
                                   lambda batch: model.encode(batch[job.view].to(device)), settings["bn_batches"])
     model.eval()
     log.info("%s has no BatchNorm running statistics: recalibrated on %d batches of train windows",
-             job.checkpoint, used)
+             job.checkpoint or f"the random {job.view} encoder", used)
 
 
 def alignment_indices(num_frames: int, block_length: int, num_blocks: int = ALIGNMENT_BLOCKS) -> np.ndarray:
@@ -210,7 +217,7 @@ def compute_features(job: FeaturesJob) -> FeatureSet:
     device = torch.device("cuda" if job.gpus > 0 else "cpu")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"analysis.gpus is {job.gpus} but CUDA is not available on this machine")
-    model, geometry = load_encoder(job.dataset, job.view, job.checkpoint)
+    model, geometry = load_encoder(job.dataset, job.view, job.checkpoint, job.recalibrate_random)
     model.to(device)
     train, val, test = split_videos(job.manifest, job.split, settings["val_fraction"], settings["seed"])
     if geometry["without_statistics"]:
