@@ -8,7 +8,11 @@
   came from the probe's small training set, the second would spread less;
 - the encoder f against the whole model g(f): 5-fold cross-validated top-1 over the test
   videos of f's block features (averaged over the 18 alignment blocks) and of the context.
-  If the aggregator's random initialisation made the spread, f's would spread less.
+  If the aggregator's random initialisation made the spread, f's would spread less;
+- with ``--statistics placeholder recalibrated``, both definitions of the random baseline:
+  BatchNorm as built (eval mode normalises with mean 0 and variance 1: the benchmark's) and
+  with running statistics recalibrated on the train windows, as a checkpoint without
+  statistics gets them.
 
 No training is needed, so it says in minutes how much of the benchmark's spread belongs to
 the initialisation itself. Needs results/evidence/views and manifest.tsv (`snakemake --until
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import json
 import tempfile
 from pathlib import Path
@@ -28,7 +33,8 @@ from threadpoolctl import threadpool_limits
 
 from bench.common import REPO
 from cocon.analysis.features import FeatureSet, FeaturesJob, compute_features
-from cocon.analysis.probe import DEFAULT_C, DEFAULT_CS, FOLDS, _fit, _probe, cross_validated_top1, linear_probe
+from cocon.analysis.probe import (DEFAULT_C, DEFAULT_CS, FOLDS, _fit, _probe, cross_validated_top1, linear_probe,
+                                  top1_at_every_c)
 from cocon.analysis.retrieval import GALLERY_ROLES, QUERY_ROLES, normalized, recall_at_k
 from cocon.config import load_dataset_config
 
@@ -72,24 +78,21 @@ def encoder_against_context(features: FeatureSet) -> dict[str, float]:
     return top1
 
 
-def seed_row(dataset: dict, view: str, width: float, input_size: int, seed: int, workdir: Path) -> dict:
+def seed_row(dataset: dict, view: str, width: float, input_size: int, statistics: str, seed: int,
+             workdir: Path) -> dict:
     settings = copy.deepcopy(dataset)
     settings["pretrain"].update(width=width, seed=seed)
     settings["pretrain"]["input_size"][view] = input_size
     features = compute_features(FeaturesJob(settings, "random", view, str(RESULTS / "views"),
                                             str(RESULTS / "manifest.tsv"), None, str(workdir / "unused.npz"),
-                                            threads=1))
+                                            threads=1, recalibrate_random=statistics == "recalibrated"))
     probe = linear_probe(features)
-    fitted, test = features.role("train", "val"), features.role("test")
-    test_top1_by_c = {str(c): float(np.mean(_fit(features.context[fitted], features.labels[fitted], c, 0)
-                                            .predict(features.context[test]) == features.labels[test]))
-                      for c in DEFAULT_CS}
     context = normalized(features.context)
     queries, gallery = features.role(*QUERY_ROLES), features.role(*GALLERY_ROLES)
     r1 = recall_at_k(context[queries] @ context[gallery].T, features.labels[queries], features.labels[gallery],
                      ks=(1,))[1]
     return {"seed": seed, "probe_top1": 100 * probe["top1"], "C": probe["C"], "retrieval_r1": 100 * r1,
-            "test_top1_by_C": {c: 100 * value for c, value in test_top1_by_c.items()},
+            "test_top1_by_C": {c: 100 * value for c, value in top1_at_every_c(features).items()},
             **doubled_training(features), **encoder_against_context(features)}
 
 
@@ -100,6 +103,8 @@ def main() -> None:
     parser.add_argument("--input-sizes", type=int, nargs="+", default=[40],
                         help="crop sizes in pixels (the benchmark's: 40)")
     parser.add_argument("--seeds", type=int, default=8, help="seeds 0..N-1")
+    parser.add_argument("--statistics", nargs="+", choices=["placeholder", "recalibrated"], default=["placeholder"],
+                        help="BatchNorm statistics of the random encoders (the benchmark's: placeholder)")
     args = parser.parse_args()
     if not (RESULTS / "manifest.tsv").is_file():
         raise SystemExit(f"{RESULTS / 'manifest.tsv'} is missing: build the evidence views first "
@@ -109,13 +114,14 @@ def main() -> None:
     report = {"view": args.view, "settings": []}
     with tempfile.TemporaryDirectory() as workdir, threadpool_limits(1):
         for width in args.widths:
-            for input_size in args.input_sizes:
-                rows = [seed_row(dataset, args.view, width, input_size, seed, Path(workdir))
+            for input_size, statistics in itertools.product(args.input_sizes, args.statistics):
+                rows = [seed_row(dataset, args.view, width, input_size, statistics, seed, Path(workdir))
                         for seed in range(args.seeds)]
                 summary = {metric: {"mean": float(np.mean([row[metric] for row in rows])),
                                     "std": float(np.std([row[metric] for row in rows], ddof=1)) if len(rows) > 1 else None}
                            for metric in METRICS}
-                report["settings"].append({"width": width, "input_size": input_size, "per_seed": rows, **summary})
+                report["settings"].append({"width": width, "input_size": input_size, "statistics": statistics,
+                                           "per_seed": rows, **summary})
     print(json.dumps(report, indent=1))
 
 

@@ -2,6 +2,8 @@
 at 128 px, rgb) for one full step (forward, dense NCE, backward, Adam), in fp32 eager
 against channels_last_3d (and torch.compile with --compile), on this machine's CPU or,
 with --device cuda, fp32 against bf16 autocast + channels_last_3d with peak memory.
+``--widths`` times the same step at several encoder widths (the evidence benchmark's is
+0.125 at 40 px: ``--widths 0.125 0.25 0.375 0.5 --size 40 --batch 16 --threads 1``).
 Prints JSON."""
 from __future__ import annotations
 
@@ -17,9 +19,9 @@ from cocon.models import DPC
 
 
 def measure(device: torch.device, batch: int, steps: int, size: int, channels_last: bool, bf16: bool,
-            compile_model: bool) -> dict:
+            compile_model: bool, width: float = 1.0) -> dict:
     torch.manual_seed(0)
-    model = DPC("resnet18", in_channels=3, normalize=True).to(device)
+    model = DPC("resnet18", in_channels=3, normalize=True, width=width).to(device)
     clips = torch.randn(batch, 8, 3, 5, size, size, device=device)
     if channels_last:
         model.encoder.to(memory_format=torch.channels_last_3d)
@@ -56,8 +58,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=None, help="clips per step (default: 2 on CPU, 16 on CUDA)")
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default: 3 on CPU, 20 on CUDA)")
     parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--widths", type=float, nargs="+", default=[1.0], help="encoder widths (the paper's: 1)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device here")
@@ -72,14 +78,22 @@ def main() -> None:
     if args.compile:
         variants["compiled" if not cuda else "bf16_channels_last_compiled"] = dict(
             channels_last=True, bf16=cuda, compile_model=True)
-    results = {name: measure(device, batch, steps, args.size, **options) for name, options in variants.items()}
-    baseline = results["fp32_eager"]["clips_per_s"]
-    for result in results.values():
-        result["speedup_vs_fp32_eager"] = round(result["clips_per_s"] / baseline, 3)
+    by_width = {}
+    for width in args.widths:
+        results = {name: measure(device, batch, steps, args.size, width=width, **options) for name, options in variants.items()}
+        baseline = results["fp32_eager"]["clips_per_s"]
+        for result in results.values():
+            result["speedup_vs_fp32_eager"] = round(result["clips_per_s"] / baseline, 3)
+        by_width[str(width)] = results
+    narrowest = by_width[str(args.widths[0])]
+    for results in by_width.values():
+        for name, result in results.items():
+            result["step_time_vs_first_width"] = round(result["seconds_per_step"] / narrowest[name]["seconds_per_step"], 3)
+    widths = by_width if len(args.widths) > 1 else {"width": args.widths[0], **by_width[str(args.widths[0])]}
     print(json.dumps({"benchmark": "train_step", "device": torch.cuda.get_device_name() if cuda else
                       (platform.processor() or platform.machine()), "threads": torch.get_num_threads(),
-                      "batch": batch, "steps": steps, "size": args.size, "torch": torch.__version__, **results},
-                     indent=2))
+                      "batch": batch, "steps": steps, "size": args.size, "torch": torch.__version__,
+                      **(widths if len(args.widths) == 1 else {"widths": widths})}, indent=2))
 
 
 if __name__ == "__main__":

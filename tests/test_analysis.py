@@ -17,7 +17,7 @@ from cocon.analysis.pairs import FINE_BINS_PER_BIN, pair_histogram
 from cocon.analysis.figures import alignment_heatmaps, nearest_neighbour_figure, per_class_gains, \
     relative_similarities, same_class_pairs, similarity_histograms, training_curves, tsne_figure
 from cocon.analysis import retrieval
-from cocon.analysis.probe import linear_probe, probe_document, probe_markdown, write_probe
+from cocon.analysis.probe import linear_probe, probe_document, probe_markdown, top1_at_every_c, write_probe
 from cocon.analysis.retrieval import nearest_neighbours, normalized, recall_at_k, retrieval_document, \
     retrieval_markdown, write_retrieval
 from cocon.analysis.analyse import gain_comparisons
@@ -202,6 +202,9 @@ def test_linear_probe_chooses_c_by_cross_validation_over_train_and_val():
     result = linear_probe(feature_set(context, labels, roles), cs=(1e-6, 100.0))
     assert result["C_selected_on"] == "cross-validation" and result["C"] == 100.0 and result["folds"] == 5
     assert result["cv_top1_by_C"]["1e-06"] < result["cv_top1_by_C"]["100.0"] and result["top1"] > 0.8
+    # the diagnosis at every C refits the same probe: at the chosen C it is linear_probe's top-1
+    by_c = top1_at_every_c(feature_set(context, labels, roles), cs=(1e-6, 100.0))
+    assert by_c["100.0"] == result["top1"] and by_c["1e-06"] < by_c["100.0"]
 
 
 def test_linear_probe_without_two_videos_in_a_class_uses_the_default_c():

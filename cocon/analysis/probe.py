@@ -93,6 +93,16 @@ def linear_probe(fs: FeatureSet, cs=DEFAULT_CS, seed: int = 0) -> dict:
             "num_classes_seen": int(len(probe.classes_))}
 
 
+def top1_at_every_c(fs: FeatureSet, cs=DEFAULT_CS, seed: int = 0) -> dict[str, float]:
+    """{str(C): test top-1 in [0, 1]} of the probe fitted on the train + val videos at each C.
+    A diagnosis of how much the choice of C moves the result (bench.probe_c,
+    bench.random_spread); linear_probe never looks at the test videos to choose C."""
+    fitted, test = fs.role("train", "val"), fs.role("test")
+    return {str(c): float(np.mean(_fit(fs.context[fitted], fs.labels[fitted], c, seed).predict(fs.context[test])
+                                  == fs.labels[test]))
+            for c in cs}
+
+
 def probe_document(feature_sets: dict[tuple[str, str], FeatureSet], cs=DEFAULT_CS, seed: int = 0) -> dict:
     """The linear probe of every (init, view) of ``feature_sets``, in the given order:
     ``{"cs": [...], "seed": int, "rows": [{"init", "view", **linear_probe(...)}]}``."""
