@@ -17,7 +17,8 @@ from cocon.analysis.pairs import FINE_BINS_PER_BIN, pair_histogram
 from cocon.analysis.figures import alignment_heatmaps, nearest_neighbour_figure, per_class_gains, \
     relative_similarities, same_class_pairs, similarity_histograms, training_curves, tsne_figure
 from cocon.analysis import retrieval
-from cocon.analysis.probe import linear_probe, probe_document, probe_markdown, top1_at_every_c, write_probe
+from cocon.analysis.probe import at_grid_edge, linear_probe, probe_document, probe_markdown, top1_at_every_c, \
+    write_probe
 from cocon.analysis.retrieval import nearest_neighbours, normalized, recall_at_k, retrieval_document, \
     retrieval_markdown, write_retrieval
 from cocon.analysis.analyse import gain_comparisons
@@ -174,6 +175,7 @@ def test_linear_probe_separates_separable_classes():
     assert result["top1"] == 1.0 and result["top5"] is None  # 3 classes: a top-5 cannot miss
     assert result["C_selected_on"] == "cross-validation" and result["C"] == 0.1 and result["cv_top1"] == 1.0
     assert result["folds"] == 5 and result["cv_top1_by_C"] == {"0.1": 1.0, "1.0": 1.0}
+    assert not result["C_at_grid_edge"]  # the smallest C, but tied with its neighbour
     assert (result["num_train"], result["num_val"], result["num_test"]) == (30, 9, 15)
     document = probe_document({("cocon", "rgb"): features}, cs=(0.1, 1.0))
     markdown = probe_markdown(document)
@@ -202,9 +204,22 @@ def test_linear_probe_chooses_c_by_cross_validation_over_train_and_val():
     result = linear_probe(feature_set(context, labels, roles), cs=(1e-6, 100.0))
     assert result["C_selected_on"] == "cross-validation" and result["C"] == 100.0 and result["folds"] == 5
     assert result["cv_top1_by_C"]["1e-06"] < result["cv_top1_by_C"]["100.0"] and result["top1"] > 0.8
+    assert result["C_at_grid_edge"]  # the largest C, and better than the next: a wider grid might go further
+    markdown = probe_markdown(probe_document({("cpc", "rgb"): feature_set(context, labels, roles)}, cs=(1e-6, 100.0)))
+    assert "| 100 (grid edge) |" in markdown and "Grid edge (1 of 1 probes)" in markdown
     # the diagnosis at every C refits the same probe: at the chosen C it is linear_probe's top-1
     by_c = top1_at_every_c(feature_set(context, labels, roles), cs=(1e-6, 100.0))
     assert by_c["100.0"] == result["top1"] and by_c["1e-06"] < by_c["100.0"]
+
+
+def test_a_grid_edge_is_a_smallest_or_largest_c_strictly_better_than_its_neighbour():
+    by_c = {"0.01": 0.30, "0.1": 0.40, "1.0": 0.50, "10.0": 0.45}
+    assert not at_grid_edge(by_c, 1.0)                      # inside the grid
+    assert at_grid_edge({**by_c, "10.0": 0.55}, 10.0)       # the largest, above 1.0
+    assert at_grid_edge({**by_c, "0.01": 0.60}, 0.01)       # the smallest, above 0.1
+    assert not at_grid_edge({**by_c, "0.01": 0.40}, 0.01)   # the smallest, tied with 0.1
+    assert not at_grid_edge({"1.0": 0.5}, 1.0)              # one C is no grid
+    assert not at_grid_edge({}, 1.0)                        # the default C, nothing cross-validated
 
 
 def test_linear_probe_without_two_videos_in_a_class_uses_the_default_c():
@@ -214,6 +229,7 @@ def test_linear_probe_without_two_videos_in_a_class_uses_the_default_c():
     result = linear_probe(feature_set(generator.normal(size=(9, 3)), labels, roles), cs=(0.1, 10.0))
     assert result["C_selected_on"] == "default" and result["C"] == 1.0
     assert result["folds"] == 0 and result["cv_top1"] is None and result["cv_top1_by_C"] == {}
+    assert not result["C_at_grid_edge"]
 
 
 def test_linear_probe_on_random_labels_is_near_chance():

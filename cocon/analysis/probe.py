@@ -55,15 +55,28 @@ def cross_validated_top1(features: np.ndarray, labels: np.ndarray, cs, folds: in
             for c in cs}
 
 
+def at_grid_edge(cv_top1_by_c: dict[str, float], chosen: float) -> bool:
+    """Whether ``chosen`` is the smallest or largest C of a grid of two or more and
+    cross-validated strictly better than its one neighbour: the best C may then lie beyond
+    the grid (a tie with the neighbour says nothing of what is beyond)."""
+    grid = sorted(float(c) for c in cv_top1_by_c)
+    if len(grid) < 2 or float(chosen) not in (grid[0], grid[-1]):
+        return False
+    by_value = {float(c): top1 for c, top1 in cv_top1_by_c.items()}
+    neighbour = grid[1] if float(chosen) == grid[0] else grid[-2]
+    return by_value[float(chosen)] > by_value[neighbour]
+
+
 def linear_probe(fs: FeatureSet, cs=DEFAULT_CS, seed: int = 0) -> dict:
     """Probe ``fs.context`` (see the module docstring).
 
     Returns ``{"top1", "top5", "C", "C_selected_on": "cross-validation" | "default",
-    "folds", "cv_top1", "cv_top1_by_C": {str(C): top-1}, "num_train", "num_val",
-    "num_test", "num_classes_seen"}``: accuracies in [0, 1] on the test videos; top5 is None
-    when the probe knows 5 classes or fewer, where every label is among the top 5 and it
-    could not miss. Where a class has a single train + val video no fold could hold it
-    out: C is then 1.0, folds 0 and cv_top1 None."""
+    "C_at_grid_edge", "folds", "cv_top1", "cv_top1_by_C": {str(C): top-1}, "num_train",
+    "num_val", "num_test", "num_classes_seen"}``: accuracies in [0, 1] on the test videos;
+    top5 is None when the probe knows 5 classes or fewer, where every label is among the top
+    5 and it could not miss. ``C_at_grid_edge`` (at_grid_edge): a wider grid
+    (``analysis.probe_cs``) might choose another C. Where a class has a single train + val
+    video no fold could hold it out: C is then 1.0, folds 0 and cv_top1 None."""
     name = f"({fs.init}, {fs.view})"
     train, val, test = fs.role("train"), fs.role("val"), fs.role("test")
     if not test.any():
@@ -87,7 +100,8 @@ def linear_probe(fs: FeatureSet, cs=DEFAULT_CS, seed: int = 0) -> dict:
     informative = len(probe.classes_) > TOP_K
     return {"top1": top_k_accuracy(probe, fs.context[test], fs.labels[test], 1),
             "top5": top_k_accuracy(probe, fs.context[test], fs.labels[test], TOP_K) if informative else None,
-            "C": float(chosen), "C_selected_on": selected_on, "folds": folds,
+            "C": float(chosen), "C_selected_on": selected_on, "C_at_grid_edge": at_grid_edge(cv_top1_by_c, chosen),
+            "folds": folds,
             "cv_top1": cv_top1_by_c[str(chosen)] if cv_top1_by_c else None, "cv_top1_by_C": cv_top1_by_c,
             "num_train": int(train.sum()), "num_val": int(val.sum()), "num_test": int(test.sum()),
             "num_classes_seen": int(len(probe.classes_))}
@@ -119,11 +133,17 @@ def probe_markdown(document: dict) -> str:
              "| init | view | C | CV top-1 (folds) | top-1 | top-5 | train + val | test |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for row in document["rows"]:
-        c = f"{row['C']:g}" + ("" if row["C_selected_on"] == "cross-validation" else " (default)")
+        c = f"{row['C']:g}" + ("" if row["C_selected_on"] == "cross-validation" else " (default)") + (
+            " (grid edge)" if row["C_at_grid_edge"] else "")
         cv = "—" if row["cv_top1"] is None else f"{100 * row['cv_top1']:.1f} ({row['folds']})"
         top5 = "—" if row["top5"] is None else f"{100 * row['top5']:.1f}"
         lines.append(f"| {row['init']} | {row['view']} | {c} | {cv} | {100 * row['top1']:.1f} | {top5} | "
                      f"{row['num_train'] + row['num_val']} | {row['num_test']} |")
+    edges = sum(row["C_at_grid_edge"] for row in document["rows"])
+    if edges:
+        lines += ["", f"Grid edge ({edges} of {len(document['rows'])} probes): cross-validation preferred the "
+                      "grid's smallest or largest C to its neighbour, so the best C may lie beyond the grid; "
+                      "widen it with `analysis.probe_cs`."]
     if any(row["top5"] is None for row in document["rows"]):
         lines += ["", f"Top-5 is left out (—) where the probe knows {TOP_K} classes or fewer: every label is then "
                       "among its top 5, so it cannot miss."]
