@@ -73,7 +73,10 @@ def load_dataset_config(path: str | os.PathLike, name: str | None = None) -> dic
 
 
 # what a dataset with views_from may set differently from the dataset whose views it reads
-OWN_KEYS = {"name", "views_from", "views", "official_splits", "pretrain", "finetune", "analysis", "paper", "external"}
+OWN_KEYS = {"name", "views_from", "seeds_of", "views", "official_splits", "pretrain", "finetune", "analysis", "paper",
+            "external"}
+# the sections in which the seed datasets of an evidence summary (seeds_of) may differ, by their seed only
+SEEDED_SECTIONS = ("pretrain", "finetune", "analysis")
 
 
 def check_views_from(name: str, datasets: dict[str, dict]) -> str | None:
@@ -96,6 +99,31 @@ def check_views_from(name: str, datasets: dict[str, dict]) -> str | None:
     missing = [view for view in dataset["views"] if view not in other["views"]]
     if missing:
         return f"views_from: {source!r} does not extract {', '.join(missing)} (its views: {other['views']})"
+    return None
+
+
+def check_seeds_of(name: str, datasets: dict[str, dict]) -> str | None:
+    """What is wrong with dataset ``name``'s ``seeds_of`` (None if nothing): the dataset it
+    names must exist, be in no other summary itself, read the same views, and differ from
+    ``name`` in the pretrain and finetune seeds only, so that the summary compares seeds."""
+    summary = datasets[name].get("seeds_of")
+    if summary is None:
+        return None
+    if summary == name or summary not in datasets:
+        return f"seeds_of: {summary!r} is not one of the other datasets {sorted(set(datasets) - {name})}"
+    if datasets[summary].get("seeds_of"):
+        return f"seeds_of: {summary!r} is a seed of {datasets[summary]['seeds_of']!r} itself; name that one"
+    dataset, other = datasets[name], datasets[summary]
+    views_of = dataset.get("views_from") or name
+    if views_of != (other.get("views_from") or summary):
+        return (f"seeds_of: {summary!r} reads the views of {other.get('views_from') or summary!r}, this dataset "
+                f"those of {views_of!r}: the seeds of a summary train on the same views (views_from)")
+    for section in SEEDED_SECTIONS:
+        mine, theirs = dataset[section], other[section]
+        differing = sorted(key for key in set(mine) | set(theirs) if key != "seed" and mine.get(key) != theirs.get(key))
+        if differing:
+            return (f"seeds_of: {summary!r}: {section}: {', '.join(differing)} differ from {summary}'s; the seeds of "
+                    "an evidence summary differ in their seeds only")
     return None
 
 

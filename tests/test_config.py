@@ -1,6 +1,6 @@
 import pytest
 
-from cocon.config import ConfigError, check_training_inputs, check_views_from, load_dataset_config
+from cocon.config import ConfigError, check_seeds_of, check_training_inputs, check_views_from, load_dataset_config
 from tests.conftest import REPO, write_yaml
 
 
@@ -63,6 +63,31 @@ def test_views_from_must_name_a_dataset_with_the_same_views():
     assert "does not extract pose, seg" in check_views_from("seeded", {"demo": fewer, "seeded": {**seeded, "views": demo["views"]}})
     chained = {**seeded, "name": "chained", "views_from": "seeded"}
     assert "name that one" in check_views_from("chained", {"demo": demo, "seeded": seeded, "chained": chained})
+
+
+def test_the_evidence_summaries_group_their_seeds_by_seeds_of():
+    datasets = {name: load_dataset_config(REPO / "config" / "datasets" / f"{name}.yaml", name)
+                for name in ("evidence", *(f"evidence_seed{seed}" for seed in range(1, 6)))}
+    assert all(check_seeds_of(name, datasets) is None for name in datasets)
+    summaries = {name: [other for other, dataset in datasets.items() if dataset["seeds_of"] == name] for name in datasets}
+    # make evidence's seeds 0-2 and make evidence-confirm's 3-5: never one summary of six
+    assert summaries["evidence"] == ["evidence_seed1", "evidence_seed2"]
+    assert summaries["evidence_seed3"] == ["evidence_seed4", "evidence_seed5"]
+
+
+def test_seeds_of_must_name_a_summary_on_the_same_views_with_other_seeds_only():
+    evidence = load_dataset_config(REPO / "config" / "datasets" / "evidence.yaml")
+    seed = load_dataset_config(REPO / "config" / "datasets" / "evidence_seed1.yaml", "evidence_seed1")
+    assert "is not one of the other datasets" in check_seeds_of("evidence_seed1", {"evidence_seed1": seed})
+    assert "is not one of the other datasets" in check_seeds_of("self", {"self": {**seed, "seeds_of": "self"}})
+    chained = {**seed, "name": "chained", "seeds_of": "evidence_seed1"}
+    assert "name that one" in check_seeds_of("chained", {"evidence": evidence, "evidence_seed1": seed, "chained": chained})
+    own_views = {**seed, "views_from": None}
+    assert "the seeds of a summary train on the same views" in check_seeds_of(
+        "evidence_seed1", {"evidence": evidence, "evidence_seed1": own_views})
+    longer = {**seed, "pretrain": {**seed["pretrain"], "cpc_epochs": 10}}
+    assert "pretrain: cpc_epochs differ from evidence's" in check_seeds_of(
+        "evidence_seed1", {"evidence": evidence, "evidence_seed1": longer})
 
 
 def test_yaml_syntax_error_names_the_file_and_line(tmp_path):

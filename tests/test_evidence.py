@@ -107,6 +107,7 @@ def test_tiny_evidence_through_the_dag(tmp_path):
     write_yaml(tmp_path / "tiny_seed1.yaml", """
         base: tiny.yaml
         views_from: tiny
+        seeds_of: tiny
         pretrain: {seed: 1}
         finetune: {seed: 1}
     """)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
-from cocon.config import check_training_inputs, check_views_from, load_dataset_config
+from cocon.config import check_seeds_of, check_training_inputs, check_views_from, load_dataset_config
 from cocon.data.datasets import DatasetError, assign_shards, check_alignment_pairs, check_training_split, list_videos
 from cocon.data.trees import series_inputs
 from cocon.experiments import (EXTERNAL, INIT_PATTERN, VIEW_SET_PATTERN, ExperimentError, analysis_inits,
@@ -23,7 +23,7 @@ if EXTERNAL in DATASETS:
     raise ValueError(f"datasets: {EXTERNAL!r} names the released checkpoints of initialisations "
                      f"({EXTERNAL}/<name>): call the dataset otherwise")
 for _name, _dataset in DATASETS.items():
-    _error = check_views_from(_name, DATASETS)
+    _error = check_views_from(_name, DATASETS) or check_seeds_of(_name, DATASETS)
     if _error:
         raise ValueError(f"{config['datasets'][_name]}: {_error}")
     _videos_of = _dataset["views_from"] or _name
@@ -157,7 +157,7 @@ def init_input_size(dataset, split, init_name, view):
 
 # keys that only say which runs to build: no stage's output depends on them
 # (an external checkpoint's entry reaches only its import job, whose output fine-tuning reads)
-PLANNING_KEYS = {"official_splits", "views", "paper", "external"}
+PLANNING_KEYS = {"official_splits", "views", "paper", "external", "seeds_of"}
 STAGE_SECTIONS = {"frames", "flow", "pose", "seg", "pretrain", "finetune", "analysis"}
 
 
@@ -456,17 +456,9 @@ def report_inputs(wildcards):
 
 
 def seed_datasets(dataset):
-    """``dataset`` and the datasets that train on its views (views_from) with other seeds
-    only: the runs an evidence summary compares. Anything else that differs is refused."""
-    names = [dataset] + [name for name, other in DATASETS.items() if other["views_from"] == dataset]
-    for name in names[1:]:
-        for section in ("pretrain", "finetune", "analysis"):
-            mine, theirs = DATASETS[dataset][section], DATASETS[name][section]
-            differing = sorted(key for key in set(mine) | set(theirs) if key != "seed" and mine.get(key) != theirs.get(key))
-            if differing:
-                raise ValueError(f"{config_file(name)}: {section}: {', '.join(differing)} differ from {dataset}'s; "
-                                 "the runs of an evidence summary differ in their seeds only")
-    return names
+    """``dataset`` and the datasets that name it in ``seeds_of`` (checked when the config is
+    loaded: the same views, other seeds only): the runs its evidence summary compares."""
+    return [dataset] + [name for name, other in DATASETS.items() if other["seeds_of"] == dataset]
 
 
 def evidence_runs(dataset):

@@ -1,4 +1,4 @@
-# A dataset and its seed variants (the datasets whose views_from names it, differing only in
+# A dataset and its seed variants (the datasets whose seeds_of names it, differing only in
 # their training seeds) summarised: mean, spread and paired differences of random, CPC and
 # CoCon on frozen encoders (cocon.evidence). `make evidence` builds results/evidence/evidence.json.
 rule evidence:
