@@ -39,6 +39,17 @@ def test_array_view_round_trip_is_exact(tmp_path):
         assert np.array_equal(reader.read("clip", 1, 6, 2), flow[1:6:2])
 
 
+def test_read_frames_returns_the_frames_asked_for_in_their_order(tmp_path):
+    flow = np.random.default_rng(1).integers(0, 255, (20, 6, 8, 2), dtype=np.uint8)
+    with ShardWriter(tmp_path / "flow.h5", "flow", {"bound": 20}) as writer:
+        writer.add_video("clip", flow, {"num_frames": 21}, compression="gzip", chunks=(1, 6, 8, 2))
+    with ShardReader(tmp_path / "flow.h5") as reader:
+        # evenly spaced (a clip's 1 frame in 3: one strided read), shuffled and repeated,
+        # unevenly spaced (one contiguous read), and a single frame
+        for indices in ([2, 5, 8, 11, 14], [14, 2, 8, 8, 5, 11], [0, 1, 4, 19], [7], [3, 3]):
+            assert np.array_equal(reader.read_frames("clip", indices), flow[indices]), indices
+
+
 def test_failed_write_leaves_nothing_that_looks_finished(tmp_path):
     target = tmp_path / "rgb.h5"
     with pytest.raises(RuntimeError):
