@@ -63,12 +63,9 @@ class StoredClips(torch.utils.data.Dataset):
         first, stop = int(indices.min()), int(indices.max()) + 1
         frames = {}
         for view in clips.views:
-            reader = clips.reader(view, video.shard)
-            if view == "rgb":  # the JPEG bytes, decoded on the device
-                raw = reader.read_raw(video.video_id, first, stop)
-                frames[view] = [raw[index - first] for index in indices.tolist()]
-            else:
-                frames[view] = reader.read_frames(video.video_id, indices)
+            raw = clips.reader(view, video.shard).read_raw(video.video_id, first, stop)
+            frames[view] = [raw[index - first] for index in indices.tolist()] if view == "rgb" \
+                else np.ascontiguousarray(raw[indices - first])
         draws = clips.sample_draws({view: stored_frame_size(view, frames[view]) for view in clips.views}, generator,
                                    crop)
         return {"label": video.label_index, "video": video_index, "start": start, "crop": crop, "draws": draws,

@@ -284,18 +284,14 @@ class ShardReader:
 
     def read_frames(self, video_id: str, indices) -> np.ndarray:
         """Frames at ``indices`` (any order, repeats allowed), decoded as ``read`` does, with
-        one read from the smallest to the largest index: strided where the indices are evenly
-        spaced (a clip's 1 frame in 3), so that HDF5, which stores flow, pose and seg a frame
-        a chunk, decompresses only the frames asked for."""
+        one contiguous read from the smallest to the largest index."""
         indices = np.asarray(indices, dtype=np.int64)
         first, last = int(indices.min()), int(indices.max())
         if first < 0 or last >= self.num_frames(video_id):
             raise ShardError(f"{self.path}: frames {first}..{last} requested, {video_id!r} has {self.num_frames(video_id)}")
-        if self.view != "rgb":
-            gaps = np.unique(np.diff(np.unique(indices)))
-            step = int(gaps[0]) if len(gaps) == 1 else 1
-            return np.asarray(self.read_raw(video_id, first, last + 1, step))[(indices - first) // step]
         raw = self.read_raw(video_id, first, last + 1)
+        if self.view != "rgb":
+            return np.asarray(raw)[indices - first]
         decoded = {index: decode_jpeg(raw[index - first], self._where(video_id, index)) for index in np.unique(indices)}
         return np.stack([decoded[index] for index in indices])
 
