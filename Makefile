@@ -26,7 +26,7 @@ demo-seeds: $(STAMP)
 		results/demo_seed2/finetune.json --out results/demo_seeds.md
 
 # the evidence benchmark (README "Evidence"): random, CPC and CoCon with the paper's schedule over
-# training seeds 0, 1, 2 on the motion benchmark; 37-45 minutes on 2 cores. One thread per training
+# training seeds 0, 1, 2 on the motion benchmark; 37-45 minutes on 2 AVX-512 cores, 82 on 2 AVX2 cores. One thread per training
 # job, two jobs at a time: on 2 cores that is faster than one job on two threads.
 evidence: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) --set-threads pretrain_cpc=1 pretrain_cocon=1 features=1 probe=1 \
