@@ -79,6 +79,11 @@ OWN_KEYS = {"name", "views_from", "seeds_of", "views", "official_splits", "pretr
 SEEDED_SECTIONS = ("pretrain", "finetune", "analysis")
 
 
+def _differing_keys(mine: dict, theirs: dict, allowed) -> list[str]:
+    """The keys of either mapping, outside ``allowed``, whose values differ between them."""
+    return sorted(key for key in set(mine) | set(theirs) if key not in allowed and mine.get(key) != theirs.get(key))
+
+
 def check_views_from(name: str, datasets: dict[str, dict]) -> str | None:
     """What is wrong with dataset ``name``'s ``views_from`` (None if nothing): the dataset it
     names must exist, extract its own views, and list the same videos into the same views,
@@ -91,8 +96,7 @@ def check_views_from(name: str, datasets: dict[str, dict]) -> str | None:
     if datasets[source].get("views_from"):
         return f"views_from: {source!r} reads the views of {datasets[source]['views_from']!r}; name that one"
     dataset, other = datasets[name], datasets[source]
-    differing = sorted(key for key in set(dataset) | set(other)
-                       if key not in OWN_KEYS and dataset.get(key) != other.get(key))
+    differing = _differing_keys(dataset, other, OWN_KEYS)
     if differing:
         return (f"views_from: {source!r}: {', '.join(differing)} differ from {source}'s, so its views are not this "
                 "dataset's (only pretrain, finetune, analysis, paper, views and official_splits may differ)")
@@ -105,7 +109,8 @@ def check_views_from(name: str, datasets: dict[str, dict]) -> str | None:
 def check_seeds_of(name: str, datasets: dict[str, dict]) -> str | None:
     """What is wrong with dataset ``name``'s ``seeds_of`` (None if nothing): the dataset it
     names must exist, be in no other summary itself, read the same views, and differ from
-    ``name`` in the pretrain and finetune seeds only, so that the summary compares seeds."""
+    ``name`` in the seeds of pretrain, finetune and analysis only, so that the summary
+    compares seeds."""
     summary = datasets[name].get("seeds_of")
     if summary is None:
         return None
@@ -119,8 +124,7 @@ def check_seeds_of(name: str, datasets: dict[str, dict]) -> str | None:
         return (f"seeds_of: {summary!r} reads the views of {other.get('views_from') or summary!r}, this dataset "
                 f"those of {views_of!r}: the seeds of a summary train on the same views (views_from)")
     for section in SEEDED_SECTIONS:
-        mine, theirs = dataset[section], other[section]
-        differing = sorted(key for key in set(mine) | set(theirs) if key != "seed" and mine.get(key) != theirs.get(key))
+        differing = _differing_keys(dataset[section], other[section], {"seed"})
         if differing:
             return (f"seeds_of: {summary!r}: {section}: {', '.join(differing)} differ from {summary}'s; the seeds of "
                     "an evidence summary differ in their seeds only")
